@@ -1,0 +1,462 @@
+package bgtask
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// Host runs registered tasks: it owns their triggers, applies its [Policy], tracks every
+// running instance and shuts down gracefully. A Host is safe for concurrent use; the zero
+// value is not usable: hosts come from [NewHost]. A host starts no goroutine of its own
+// until something needs one, and [Host.Shutdown] stops and joins all of them.
+type Host struct {
+	policy  Policy
+	log     *slog.Logger
+	entries map[string]BackgroundTask
+	lib     tracker // the library's goroutines: event delivery, handlers, the scheduler
+
+	mu       sync.Mutex
+	regs     map[uuid.UUID]*Registration
+	closed   bool
+	running  instList        // live instances, oldest first
+	live     int             // len(running)
+	liveZero chan struct{}   // closed when live drops to zero; made by Shutdown
+	seq      uint64          // start order of instances
+	queue    []*Registration // registrations with a held fire, oldest fire first
+	zombies  map[*instance]struct{}
+	lost     []string // instances terminated during Shutdown, described
+}
+
+// NewHost returns a host configured by opts, or the first option's error.
+func NewHost(opts ...Option) (*Host, error) {
+	h := &Host{
+		log:     slog.Default(),
+		entries: make(map[string]BackgroundTask),
+		regs:    make(map[uuid.UUID]*Registration),
+		zombies: make(map[*instance]struct{}),
+	}
+	for _, o := range opts {
+		if o.apply == nil {
+			continue
+		}
+		if err := o.apply(h); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// Register validates b and registers it: from now on its trigger starts its task. The
+// errors match [ErrNoTrigger], [ErrNoTask], [ErrUnknownEntryPoint],
+// [ErrInvalidFreshness], [ErrHostClosed], or [ErrInvalidArgument] for an empty name, a
+// negative MaxExecutionTime or a nil condition.
+func (h *Host) Register(b Builder) (*Registration, error) {
+	task, err := h.check(b)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registration{
+		host:         h,
+		id:           uuid.New(),
+		name:         b.Name,
+		trigger:      b.Trigger,
+		task:         task,
+		entryPoint:   b.TaskEntryPoint,
+		conditions:   slices.Clone(b.Conditions),
+		cancelOnLoss: b.CancelOnConditionLoss,
+		maxExec:      b.MaxExecutionTime,
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrHostClosed
+	}
+	h.regs[r.id] = r
+	r.trigger.attach(r)
+	return r, nil
+}
+
+// check validates b and returns the task it runs.
+func (h *Host) check(b Builder) (BackgroundTask, error) {
+	switch {
+	case b.Name == "":
+		return nil, invalidf("Builder.Name is empty")
+	case b.Trigger == nil || b.Trigger.isNil():
+		return nil, fmt.Errorf("%w: registration %q", ErrNoTrigger, b.Name)
+	case b.Task == nil && b.TaskEntryPoint == "":
+		return nil, fmt.Errorf("%w: registration %q", ErrNoTask, b.Name)
+	case b.MaxExecutionTime < 0:
+		return nil, invalidf("registration %q: MaxExecutionTime is negative (%v)", b.Name, b.MaxExecutionTime)
+	}
+	if err := b.Trigger.validate(&h.policy); err != nil {
+		return nil, fmt.Errorf("registration %q: %w", b.Name, err)
+	}
+	for k, c := range b.Conditions {
+		if c == nil {
+			return nil, invalidf("registration %q: condition %d is nil", b.Name, k)
+		}
+	}
+	task := b.Task
+	if b.TaskEntryPoint != "" {
+		bound := h.entries[b.TaskEntryPoint]
+		if bound == nil {
+			return nil, fmt.Errorf("%w: %q (registration %q)", ErrUnknownEntryPoint, b.TaskEntryPoint, b.Name)
+		}
+		if task == nil {
+			task = bound
+		}
+	}
+	if h.isClosed() {
+		return nil, ErrHostClosed
+	}
+	return task, nil
+}
+
+func (h *Host) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// AllTasks returns the registrations, sorted by name, then TaskID.
+func (h *Host) AllTasks() []*Registration {
+	h.mu.Lock()
+	all := make([]*Registration, 0, len(h.regs))
+	for _, r := range h.regs {
+		all = append(all, r)
+	}
+	h.mu.Unlock()
+	slices.SortFunc(all, func(a, b *Registration) int {
+		return cmp.Or(strings.Compare(a.name, b.name), bytes.Compare(a.id[:], b.id[:]))
+	})
+	return all
+}
+
+// Lookup returns the registration with the given TaskID, if it is registered.
+func (h *Host) Lookup(id uuid.UUID) (*Registration, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, ok := h.regs[id]
+	return r, ok
+}
+
+// Cancel cancels every running instance with reason. It does not wait for them to finish:
+// each has the grace period to do so, and their Completed events say how they ended.
+func (h *Host) Cancel(reason CancellationReason) {
+	for _, i := range h.runningInstances() {
+		i.cancel(reason)
+	}
+}
+
+// runningInstances returns the live instances, oldest first.
+func (h *Host) runningInstances() []*instance {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.running.slice(h.live)
+}
+
+// fire starts r's task with details, or holds the fire until it can start. explicit is
+// for Request, which is refused rather than held while the registration runs or the host
+// is suspended.
+func (h *Host) fire(r *Registration, details any, explicit bool) ApplicationTriggerResult {
+	h.mu.Lock()
+	res, i := h.fireLocked(r, details, explicit)
+	h.mu.Unlock()
+	if i != nil {
+		h.launch(i)
+	}
+	return res
+}
+
+func (h *Host) fireLocked(r *Registration, details any, explicit bool) (ApplicationTriggerResult, *instance) {
+	switch {
+	case h.closed || r.unregistered:
+		return DisabledByPolicy, nil
+	case explicit && h.suspendedLocked():
+		return DisabledByPolicy, nil
+	case explicit && r.running != nil:
+		return CurrentlyRunning, nil
+	}
+	r.pending = details
+	if r.held {
+		return Allowed, nil // coalesced with the fire already held
+	}
+	if h.canStartLocked(r) {
+		return Allowed, h.startLocked(r)
+	}
+	r.held = true
+	h.queue = append(h.queue, r)
+	return Allowed, nil
+}
+
+func (h *Host) canStartLocked(r *Registration) bool {
+	return r.running == nil && !h.suspendedLocked() && h.conditionsHoldLocked(r) &&
+		(h.policy.MaxConcurrent == 0 || h.live < h.policy.MaxConcurrent)
+}
+
+// startLocked creates r's instance with the held details. The caller launches it after
+// unlocking.
+func (h *Host) startLocked(r *Registration) *instance {
+	i := newInstance(r, r.pending, h.seq)
+	r.pending = nil
+	h.seq++
+	r.running = i
+	h.running.push(i)
+	h.live++
+	if r.trigger.oneShot() {
+		h.unregisterLocked(r)
+	}
+	return i
+}
+
+// dispatchLocked starts the held fires that can start now, oldest first.
+func (h *Host) dispatchLocked() []*instance {
+	var started []*instance
+	keep := h.queue[:0]
+	for _, r := range h.queue {
+		switch {
+		case !r.held:
+		case h.canStartLocked(r):
+			r.held = false
+			started = append(started, h.startLocked(r))
+		default:
+			keep = append(keep, r)
+		}
+	}
+	clear(h.queue[len(keep):])
+	h.queue = keep
+	return started
+}
+
+// launch starts an instance's timers and its goroutine.
+func (h *Host) launch(i *instance) {
+	if d := i.reg.maxExecution(); d > 0 {
+		i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
+	}
+	h.startIdleTimer(i)
+	go i.run()
+}
+
+func (h *Host) launchAll(is []*instance) {
+	for _, i := range is {
+		h.launch(i)
+	}
+}
+
+// finished is called once per instance, when it finished or was terminated. It queues the
+// Completed event, frees the registration and starts what was waiting for it. The event's
+// delivery is counted before the instance stops counting as live, so that Shutdown, which
+// waits for the one and then the other, never misses it. See instance.release for drain.
+func (h *Host) finished(i *instance, te *TerminatedError, inline bool) (drain bool) {
+	r := i.reg
+	if (r.progress.watched() || r.completed.watched()) && r.events.add(i) {
+		h.lib.add()
+		if inline {
+			drain = true
+		} else {
+			go h.drainCounted(r)
+		}
+	}
+	h.mu.Lock()
+	if r.running == i {
+		r.running = nil
+	}
+	h.running.remove(i)
+	h.live--
+	if te != nil {
+		h.terminatedLocked(i, te)
+	}
+	started := h.dispatchLocked()
+	if h.live == 0 && h.liveZero != nil {
+		close(h.liveZero)
+		h.liveZero = nil
+	}
+	h.mu.Unlock()
+	h.launchAll(started)
+	return drain
+}
+
+// drainCounted delivers r's events on a goroutine already counted in h.lib.
+func (h *Host) drainCounted(r *Registration) {
+	defer h.lib.done()
+	r.drain()
+}
+
+func (h *Host) terminatedLocked(i *instance, te *TerminatedError) {
+	h.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
+	if i.goroutines.Load() > 0 {
+		h.zombies[i] = struct{}{}
+	}
+	if h.closed {
+		h.lost = append(h.lost, i.describe()+": "+te.Error())
+	}
+}
+
+// forgetZombie is called when the last goroutine of a terminated instance returns.
+func (h *Host) forgetZombie(i *instance) {
+	h.mu.Lock()
+	delete(h.zombies, i)
+	h.mu.Unlock()
+}
+
+func (h *Host) unregisterLocked(r *Registration) {
+	if r.unregistered {
+		return
+	}
+	r.unregistered = true
+	r.held = false
+	r.pending = nil
+	delete(h.regs, r.id)
+	r.trigger.detach(r)
+}
+
+// Shutdown stops every trigger, refuses new fires, cancels running instances with
+// [Terminating] and waits until each has finished or been terminated (after the grace
+// period), and every Completed event has been delivered, or until ctx ends.
+//
+// It returns nil when everything finished cleanly and every goroutine the host started
+// has returned. Otherwise the error names each instance terminated during the shutdown,
+// each terminated earlier whose goroutines still run, and, when ctx ended first (the error
+// then wraps ctx.Err()), each instance still running, with its registration name,
+// InstanceID and outstanding deferrals. Calling Shutdown again is safe: it waits the same
+// way and reports the same instances.
+func (h *Host) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		h.closeLocked()
+	}
+	insts := h.running.slice(h.live)
+	h.mu.Unlock()
+	for _, i := range insts {
+		i.cancel(Terminating)
+	}
+	err := h.waitLive(ctx)
+	if err == nil {
+		err = h.lib.wait(ctx)
+	}
+	return h.shutdownError(err)
+}
+
+// closeLocked drops the held fires and stops the triggers' machinery.
+func (h *Host) closeLocked() {
+	for _, r := range h.queue {
+		r.held, r.pending = false, nil
+	}
+	h.queue = nil
+	h.stopSchedulerLocked()
+}
+
+func (h *Host) waitLive(ctx context.Context) error {
+	h.mu.Lock()
+	if h.live == 0 {
+		h.mu.Unlock()
+		return nil
+	}
+	if h.liveZero == nil {
+		h.liveZero = make(chan struct{})
+	}
+	zero := h.liveZero
+	h.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// shutdownError describes what Shutdown leaves behind, or returns nil when nothing is.
+func (h *Host) shutdownError(ctxErr error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	lines := slices.Clone(h.lost)
+	var errs []error
+	if len(lines) > 0 {
+		errs = append(errs, ErrTerminated)
+	}
+	for i := range h.zombies {
+		lines = append(lines, fmt.Sprintf("%s: terminated, %d goroutine(s) still running", i.describe(), i.goroutines.Load()))
+	}
+	if ctxErr != nil {
+		errs = append(errs, ctxErr)
+		for _, i := range h.running.slice(h.live) {
+			lines = append(lines, fmt.Sprintf("%s: abandoned, %s", i.describe(), i.outstanding()))
+		}
+	}
+	if len(lines) == 0 && ctxErr == nil {
+		return nil
+	}
+	slices.Sort(lines)
+	return &shutdownError{lines: lines, errs: errs}
+}
+
+type shutdownError struct {
+	lines []string
+	errs  []error
+}
+
+func (e *shutdownError) Error() string {
+	msg := "bgtask: shutdown incomplete"
+	if len(e.errs) > 0 {
+		msg += " (" + errors.Join(e.errs...).Error() + ")"
+		msg = strings.ReplaceAll(msg, "\n", ", ")
+	}
+	return msg + ":\n\t" + strings.Join(e.lines, "\n\t")
+}
+
+func (e *shutdownError) Unwrap() []error { return e.errs }
+
+// instList is an intrusive list of instances, oldest first: O(1) to add and remove.
+type instList struct{ head, tail *instance }
+
+func (l *instList) push(i *instance) {
+	i.prev, i.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+}
+
+func (l *instList) remove(i *instance) {
+	if i.prev != nil {
+		i.prev.next = i.next
+	} else if l.head == i {
+		l.head = i.next
+	}
+	if i.next != nil {
+		i.next.prev = i.prev
+	} else if l.tail == i {
+		l.tail = i.prev
+	}
+	i.prev, i.next = nil, nil
+}
+
+func (l *instList) slice(n int) []*instance {
+	out := make([]*instance, 0, n)
+	for i := l.head; i != nil; i = i.next {
+		out = append(out, i)
+	}
+	return out
+}
+
+// logPanic logs a recovered panic of a handler.
+func (h *Host) logPanic(where string, i *instance, err error) {
+	attrs := append(i.attrs(), slog.String("panic", err.Error()))
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		attrs = append(attrs, slog.String("stack", string(pe.Stack)))
+	}
+	h.log.Error("bgtask: panic in "+where+" recovered", attrs...)
+}

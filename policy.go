@@ -1,0 +1,66 @@
+package bgtask
+
+import "time"
+
+// Policy is a host's resource policy, given with [WithPolicy]. The zero value means: no
+// time limit, a 5s grace period, no idle detection, no concurrency limit and a 1s minimum
+// freshness.
+type Policy struct {
+	// MaxExecutionTime limits each instance's time from its start; when it passes the
+	// instance is canceled with [ExecutionTimeExceeded]. It keeps counting while the host
+	// is suspended. A Builder's MaxExecutionTime overrides it. 0: no limit.
+	MaxExecutionTime time.Duration
+	// GracePeriod is how long a canceled instance has to finish before it is terminated
+	// (see [TerminatedError]). 0 means the default, 5s.
+	GracePeriod time.Duration
+	// IdleTimeout cancels, with [IdleTask], an instance that calls neither SetProgress nor
+	// Checkpoint for that long. It pauses while the host is suspended. 0: off.
+	IdleTimeout time.Duration
+	// MaxConcurrent limits how many instances run at once, across registrations; fires
+	// beyond it wait their turn, oldest first. 0: no limit.
+	MaxConcurrent int
+	// MinFreshness is the smallest accepted [TimeTrigger] FreshnessTime. 0 means the
+	// default, 1s: a guard against a period written without a unit.
+	MinFreshness time.Duration
+}
+
+// DefaultGracePeriod is the grace period when [Policy].GracePeriod is 0, as long as
+// Windows gives a canceled background task.
+const DefaultGracePeriod = 5 * time.Second
+
+// DefaultMinFreshness is the smallest FreshnessTime when [Policy].MinFreshness is 0.
+const DefaultMinFreshness = time.Second
+
+func (p *Policy) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"MaxExecutionTime", p.MaxExecutionTime},
+		{"GracePeriod", p.GracePeriod},
+		{"IdleTimeout", p.IdleTimeout},
+		{"MinFreshness", p.MinFreshness},
+	} {
+		if d.v < 0 {
+			return invalidf("Policy.%s is negative (%v)", d.name, d.v)
+		}
+	}
+	if p.MaxConcurrent < 0 {
+		return invalidf("Policy.MaxConcurrent is negative (%d)", p.MaxConcurrent)
+	}
+	return nil
+}
+
+func (p *Policy) grace() time.Duration {
+	if p.GracePeriod == 0 {
+		return DefaultGracePeriod
+	}
+	return p.GracePeriod
+}
+
+func (p *Policy) minFreshness() time.Duration {
+	if p.MinFreshness == 0 {
+		return DefaultMinFreshness
+	}
+	return p.MinFreshness
+}

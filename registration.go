@@ -1,0 +1,127 @@
+package bgtask
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Builder describes a registration for [Host.Register]. Name and Trigger are required, and
+// one of Task and TaskEntryPoint. The zero value is not a valid registration.
+type Builder struct {
+	// Name names the registration in logs and in [Host.AllTasks]. Required; several
+	// registrations may share a name (each fires).
+	Name string
+	// Task is the code to run.
+	Task BackgroundTask
+	// TaskEntryPoint names a task bound with [WithEntryPoint]: the code to run when Task is
+	// nil. When both are set, Task runs and TaskEntryPoint must still be bound.
+	TaskEntryPoint string
+	// Trigger decides when the task runs. Required.
+	Trigger Trigger
+	// Conditions must all hold for the task to start; a fire while one does not is held
+	// until they all do.
+	Conditions []Condition
+	// CancelOnConditionLoss cancels a running instance with [ConditionLoss] when one of
+	// Conditions stops holding. Without it the instance runs on.
+	CancelOnConditionLoss bool
+	// MaxExecutionTime limits each instance's time from start, after which it is canceled
+	// with [ExecutionTimeExceeded]. 0 means the host policy's value; it must not be negative.
+	MaxExecutionTime time.Duration
+}
+
+// Registration is a task registered with a host. It is safe for concurrent use; the zero
+// value is not usable: registrations come from [Host.Register].
+//
+// At most one instance of a registration runs at a time.
+type Registration struct {
+	host         *Host
+	id           uuid.UUID
+	name         string
+	trigger      Trigger
+	task         BackgroundTask
+	entryPoint   string
+	conditions   []Condition
+	cancelOnLoss bool
+	maxExec      time.Duration
+
+	progress  handlers[ProgressEventArgs]
+	completed handlers[CompletedEventArgs]
+	events    eventQueue
+
+	// Guarded by host.mu.
+	running      *instance // the live instance, if any
+	pending      any       // the details of a held fire, when held
+	held         bool      // a fire is held in host.queue
+	unregistered bool
+	sched        schedState // time trigger state
+}
+
+// TaskID identifies the registration.
+func (r *Registration) TaskID() uuid.UUID { return r.id }
+
+// Name returns the Builder's Name.
+func (r *Registration) Name() string { return r.name }
+
+// Trigger returns the Builder's Trigger.
+func (r *Registration) Trigger() Trigger { return r.trigger }
+
+// OnProgress adds a handler for the progress of this registration's instances. Handlers
+// run on a goroutine of the library, one event at a time for the registration, in order
+// for each instance; they may block, which delays only this registration's events, never a
+// task. Values may be coalesced (the latest wins) and an event is raised only when the
+// value changed; an instance's last value is delivered before its Completed event. A panic
+// in a handler is recovered and logged. remove does not wait for a handler that is running.
+// A nil h does nothing.
+func (r *Registration) OnProgress(h func(ProgressEventArgs)) (remove func()) {
+	return r.progress.add(h)
+}
+
+// OnCompleted adds a handler called exactly once for each instance that finishes while it
+// is registered, after the instance's last progress event, on the same goroutine and
+// terms as [Registration.OnProgress].
+func (r *Registration) OnCompleted(h func(CompletedEventArgs)) (remove func()) {
+	return r.completed.add(h)
+}
+
+// Unregister removes the registration: its trigger no longer fires it and a held fire is
+// dropped. With cancelTask, a running instance is canceled with [Abort]; without, it runs
+// to its end. Either way its Completed event is still raised. Unregister does not wait for
+// the instance. Calling it again does nothing.
+func (r *Registration) Unregister(cancelTask bool) {
+	h := r.host
+	h.mu.Lock()
+	inst := r.running
+	h.unregisterLocked(r)
+	h.mu.Unlock()
+	if cancelTask && inst != nil {
+		inst.cancel(Abort)
+	}
+}
+
+// maxExecution is the instance time limit in force: the builder's, else the policy's.
+func (r *Registration) maxExecution() time.Duration {
+	if r.maxExec > 0 {
+		return r.maxExec
+	}
+	return r.host.policy.MaxExecutionTime
+}
+
+// ProgressEventArgs is the argument of a progress event.
+type ProgressEventArgs struct {
+	InstanceID uuid.UUID
+	Progress   uint32
+}
+
+// CompletedEventArgs is the argument of a Completed event.
+type CompletedEventArgs struct {
+	InstanceID uuid.UUID
+	// Err is nil, the task's error, a [*PanicError], or an error wrapping [ErrTerminated].
+	Err      error
+	Canceled bool               // whether the instance was canceled
+	Reason   CancellationReason // why, when Canceled
+	Progress uint32             // the last progress value
+}
+
+// CheckResult returns Err.
+func (e CompletedEventArgs) CheckResult() error { return e.Err }

@@ -1,0 +1,5 @@
+package bgtask
+
+type schedState struct{}
+
+func (h *Host) stopSchedulerLocked() {}

@@ -1,0 +1,5 @@
+package bgtask
+
+func (h *Host) suspendedLocked() bool { return false }
+
+func (h *Host) waitResumed(i *instance) {}
