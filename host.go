@@ -88,11 +88,13 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 // check validates b and returns the task it runs.
 func (h *Host) check(b Builder) (BackgroundTask, error) {
 	switch {
+	case h.isClosed():
+		return nil, ErrHostClosed
 	case b.Name == "":
 		return nil, invalidf("Builder.Name is empty")
 	case b.Trigger == nil || b.Trigger.isNil():
 		return nil, fmt.Errorf("%w: registration %q", ErrNoTrigger, b.Name)
-	case b.Task == nil && b.TaskEntryPoint == "":
+	case isNilTask(b.Task) && b.TaskEntryPoint == "":
 		return nil, fmt.Errorf("%w: registration %q", ErrNoTask, b.Name)
 	case b.MaxExecutionTime < 0:
 		return nil, invalidf("registration %q: MaxExecutionTime is negative (%v)", b.Name, b.MaxExecutionTime)
@@ -106,6 +108,9 @@ func (h *Host) check(b Builder) (BackgroundTask, error) {
 		}
 	}
 	task := b.Task
+	if isNilTask(task) {
+		task = nil
+	}
 	if b.TaskEntryPoint != "" {
 		bound := h.entries[b.TaskEntryPoint]
 		if bound == nil {
@@ -115,10 +120,13 @@ func (h *Host) check(b Builder) (BackgroundTask, error) {
 			task = bound
 		}
 	}
-	if h.isClosed() {
-		return nil, ErrHostClosed
-	}
 	return task, nil
+}
+
+// isNilTask reports whether t is nil or a nil TaskFunc, which Run could only panic on.
+func isNilTask(t BackgroundTask) bool {
+	f, isFunc := t.(TaskFunc)
+	return t == nil || isFunc && f == nil
 }
 
 func (h *Host) isClosed() bool {

@@ -194,7 +194,7 @@ func (i *instance) run() {
 	drain := i.release(runRef, true)
 	i.goroutineDone()
 	if drain {
-		i.reg.drain()
+		i.reg.host.drainCounted(i.reg)
 	}
 }
 
@@ -292,7 +292,7 @@ func (i *instance) terminate() {
 	}
 	i.terminated.Store(true)
 	if i.finish(te, true) {
-		i.reg.drain()
+		i.reg.host.drainCounted(i.reg)
 	}
 }
 

@@ -1,0 +1,206 @@
+package bgtask_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bgtask-go/bgtask"
+)
+
+func TestLastProgressArrivesBeforeCompleted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			for p := range uint32(1000) {
+				inst.SetProgress(p + 1)
+			}
+			return nil
+		})
+		var events []string
+		var last uint32
+		done := make(chan struct{})
+		f.reg.OnProgress(func(e bgtask.ProgressEventArgs) {
+			assert.Greater(t, e.Progress, last, "progress went backwards")
+			last = e.Progress
+			events = append(events, "progress")
+		})
+		f.reg.OnCompleted(func(e bgtask.CompletedEventArgs) {
+			assert.Equal(t, uint32(1000), e.Progress)
+			events = append(events, "completed")
+			close(done)
+		})
+		f.request(t, nil)
+		<-done
+		<-f.done
+		assert.Equal(t, uint32(1000), last)
+		assert.Equal(t, "completed", events[len(events)-1])
+		assert.Equal(t, "progress", events[len(events)-2])
+		f.shutdown(t)
+	})
+}
+
+func TestBlockedHandlerBlocksNoTaskNorOtherRegistration(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		unblock := make(chan struct{})
+		looped := make(chan struct{})
+		f := newFixture(t, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			for p := range uint32(10_000) {
+				inst.SetProgress(p)
+			}
+			close(looped)
+			return nil
+		})
+		f.reg.OnProgress(func(bgtask.ProgressEventArgs) { <-unblock })
+
+		other := bgtask.NewApplicationTrigger()
+		reg, err := f.host.Register(bgtask.Builder{Name: "other", Trigger: other,
+			Task: bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })})
+		require.NoError(t, err)
+		otherDone := make(chan struct{})
+		reg.OnCompleted(func(bgtask.CompletedEventArgs) { close(otherDone) })
+
+		f.request(t, nil)
+		<-looped // SetProgress never blocked
+		_, err = other.Request(context.Background(), nil)
+		require.NoError(t, err)
+		<-otherDone // the other registration's events were delivered
+		assert.False(t, f.pending())
+		close(unblock)
+		<-f.done
+		f.shutdown(t)
+	})
+}
+
+func TestRemovedProgressHandlerIsNotCalled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		step := make(chan uint32)
+		f := newFixture(t, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			for p := range step {
+				inst.SetProgress(p)
+			}
+			return nil
+		})
+		var got []uint32
+		remove := f.reg.OnProgress(func(e bgtask.ProgressEventArgs) { got = append(got, e.Progress) })
+		f.reg.OnProgress(nil)()
+		f.request(t, nil)
+		step <- 1
+		synctest.Wait()
+		remove()
+		remove()
+		step <- 2
+		close(step)
+		e := <-f.done
+		assert.Equal(t, uint32(2), e.Progress)
+		assert.Equal(t, []uint32{1}, got)
+		f.shutdown(t)
+	})
+}
+
+func TestRegisterRejectsBadBuilders(t *testing.T) {
+	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+	trig := bgtask.NewApplicationTrigger()
+	for _, tc := range []struct {
+		name string
+		b    bgtask.Builder
+		want error
+	}{
+		{"empty name", bgtask.Builder{Task: task, Trigger: trig}, bgtask.ErrInvalidArgument},
+		{"nil trigger", bgtask.Builder{Name: "x", Task: task}, bgtask.ErrNoTrigger},
+		{"typed nil trigger", bgtask.Builder{Name: "x", Task: task, Trigger: (*bgtask.ApplicationTrigger)(nil)}, bgtask.ErrNoTrigger},
+		{"no task", bgtask.Builder{Name: "x", Trigger: trig}, bgtask.ErrNoTask},
+		{"nil TaskFunc", bgtask.Builder{Name: "x", Trigger: trig, Task: bgtask.TaskFunc(nil)}, bgtask.ErrNoTask},
+		{"unknown entry point", bgtask.Builder{Name: "x", TaskEntryPoint: "nope", Trigger: trig}, bgtask.ErrUnknownEntryPoint},
+		{"negative time limit", bgtask.Builder{Name: "x", Task: task, Trigger: trig, MaxExecutionTime: -time.Second}, bgtask.ErrInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := bgtask.NewHost()
+			require.NoError(t, err)
+			r, err := h.Register(tc.b)
+			assert.ErrorIs(t, err, tc.want)
+			assert.Nil(t, r)
+			assert.Empty(t, h.AllTasks())
+		})
+	}
+}
+
+func TestEntryPoint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ran := make(chan string, 1)
+		h, err := bgtask.NewHost(bgtask.WithEntryPoint("sync", bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			ran <- inst.Task().Name()
+			return nil
+		})))
+		require.NoError(t, err)
+		trig := bgtask.NewApplicationTrigger()
+		_, err = h.Register(bgtask.Builder{Name: "by name", TaskEntryPoint: "sync", Trigger: trig})
+		require.NoError(t, err)
+		_, err = trig.Request(context.Background(), nil)
+		require.NoError(t, err)
+		assert.Equal(t, "by name", <-ran)
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
+
+func TestOptionsRejectBadInput(t *testing.T) {
+	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+	for _, tc := range []struct {
+		name string
+		opts []bgtask.Option
+	}{
+		{"negative time limit", []bgtask.Option{bgtask.WithPolicy(bgtask.Policy{MaxExecutionTime: -1})}},
+		{"negative grace", []bgtask.Option{bgtask.WithPolicy(bgtask.Policy{GracePeriod: -1})}},
+		{"negative idle", []bgtask.Option{bgtask.WithPolicy(bgtask.Policy{IdleTimeout: -1})}},
+		{"negative freshness", []bgtask.Option{bgtask.WithPolicy(bgtask.Policy{MinFreshness: -1})}},
+		{"negative concurrency", []bgtask.Option{bgtask.WithPolicy(bgtask.Policy{MaxConcurrent: -1})}},
+		{"entry point without name", []bgtask.Option{bgtask.WithEntryPoint("", task)}},
+		{"entry point without task", []bgtask.Option{bgtask.WithEntryPoint("x", nil)}},
+		{"entry point bound twice", []bgtask.Option{bgtask.WithEntryPoint("x", task), bgtask.WithEntryPoint("x", task)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := bgtask.NewHost(tc.opts...)
+			assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+			assert.Nil(t, h)
+		})
+	}
+	h, err := bgtask.NewHost(bgtask.WithLogger(nil), bgtask.Option{})
+	require.NoError(t, err)
+	require.NoError(t, h.Shutdown(context.Background()))
+}
+
+func TestAllTasksAndLookup(t *testing.T) {
+	h, err := bgtask.NewHost()
+	require.NoError(t, err)
+	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+	trig := bgtask.NewApplicationTrigger()
+	var regs []*bgtask.Registration
+	for _, name := range []string{"b", "a", "b", "c"} {
+		r, err := h.Register(bgtask.Builder{Name: name, Task: task, Trigger: trig})
+		require.NoError(t, err)
+		assert.Same(t, trig, r.Trigger())
+		regs = append(regs, r)
+	}
+	all := h.AllTasks()
+	require.Len(t, all, 4)
+	for k := 1; k < len(all); k++ {
+		a, b := all[k-1], all[k]
+		assert.True(t, a.Name() < b.Name() || a.Name() == b.Name() && a.TaskID().String() < b.TaskID().String())
+	}
+	got, ok := h.Lookup(regs[1].TaskID())
+	assert.True(t, ok)
+	assert.Same(t, regs[1], got)
+	regs[1].Unregister(false)
+	assert.Len(t, h.AllTasks(), 3)
+	require.NoError(t, h.Shutdown(context.Background()))
+}
+
+func TestCompletedEventArgsCheckResult(t *testing.T) {
+	err := errors.New("x")
+	assert.Same(t, err, bgtask.CompletedEventArgs{Err: err}.CheckResult())
+	assert.NoError(t, bgtask.CompletedEventArgs{}.CheckResult())
+}
