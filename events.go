@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -142,8 +143,21 @@ func raise[T any](r *Registration, i *instance, event string, l *handlers[T], ar
 		if h.removed.Load() {
 			continue
 		}
-		if err := protect(func() error { h.f(args); return nil }); err != nil {
+		if err := call(h.f, args); err != nil {
 			r.host.logPanic(event+" handler", i, err)
 		}
 	}
+}
+
+// call calls f(args) and turns a panic into a *PanicError. It is protect without the
+// closure: handlers run on fresh goroutines, where every frame saved on the way to the
+// handler can spare a stack copy.
+func call[T any](f func(T), args T) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	f(args)
+	return nil
 }

@@ -87,6 +87,7 @@ type instance struct {
 	seq     uint64 // start order, for cancelling the newest first
 
 	refs       atomic.Int64 // see runRef in deferral.go
+	slab       atomic.Pointer[deferralSlab]
 	goroutines atomic.Int32 // Run and Go funcs not yet returned
 	progress   atomic.Uint32
 	suspended  atomic.Uint32
