@@ -187,15 +187,15 @@ func ExampleRegistration_OnProgress() {
 // OnCompleted reports each instance's result exactly once: here a panic, recovered.
 func ExampleRegistration_OnCompleted() {
 	host, e := run(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
-		var m map[string]int
-		m["x"] = 1 // panics
-		return nil
+		panic(fmt.Errorf("disk full: %w", errors.ErrUnsupported))
 	})
 	var pe *bgtask.PanicError
 	fmt.Println(errors.As(e.CheckResult(), &pe), pe)
+	fmt.Println(errors.Is(e.CheckResult(), errors.ErrUnsupported))
 	_ = host.Shutdown(context.Background())
 	// Output:
-	// true bgtask: panic: assignment to entry in nil map
+	// true bgtask: panic: disk full: unsupported operation
+	// true
 }
 
 // Shutdown cancels running instances with Terminating and waits for them and for their

@@ -1,0 +1,167 @@
+// Command quickstart shows the bgtask model in a few seconds: a download that reports its
+// progress, a job that hands its work to several goroutines under deferrals, a report
+// that runs past its time limit and is canceled, and a task that panics. Every
+// completion is printed with its result; Ctrl-C shuts the host down gracefully.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bgtask-go/bgtask"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+// out serializes the lines printed by handlers, which run on the library's goroutines.
+var out sync.Mutex
+
+func say(format string, args ...any) {
+	out.Lock()
+	defer out.Unlock()
+	fmt.Printf(format+"\n", args...)
+}
+
+func run(ctx context.Context) error {
+	host, err := bgtask.NewHost(
+		bgtask.WithPolicy(bgtask.Policy{GracePeriod: time.Second}),
+		bgtask.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, d := range demos {
+		trigger := bgtask.NewApplicationTrigger()
+		reg, err := host.Register(bgtask.Builder{Name: d.name, Task: d.task, Trigger: trigger, MaxExecutionTime: d.limit})
+		if err != nil {
+			return err
+		}
+		if d.progress {
+			reg.OnProgress(func(e bgtask.ProgressEventArgs) { say("%-10s %s", reg.Name(), bar(e.Progress)) })
+		}
+		wg.Add(1)
+		reg.OnCompleted(func(e bgtask.CompletedEventArgs) {
+			defer wg.Done()
+			say("%-10s completed: %s", reg.Name(), result(e))
+		})
+		res, err := trigger.Request(ctx, d.args)
+		if err != nil {
+			return err
+		}
+		say("%-10s requested with %v: %s", d.name, d.args, res)
+	}
+
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+		say("all tasks completed; shutting down")
+	case <-ctx.Done():
+		say("interrupted; shutting down")
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = host.Shutdown(shutdownCtx)
+	<-all // Shutdown has delivered every Completed event
+	say("shutdown: %v", err)
+	return nil
+}
+
+type demo struct {
+	name     string
+	task     bgtask.TaskFunc
+	args     map[string]any
+	limit    time.Duration
+	progress bool
+}
+
+var demos = []demo{
+	{name: "download", task: download, progress: true,
+		args: map[string]any{"url": "https://example.com/big.iso", "chunks": 10}},
+	{name: "thumbnail", task: thumbnails, args: map[string]any{"images": []string{"a.png", "b.png", "c.png"}}},
+	{name: "report", task: report, limit: time.Second, args: map[string]any{"rows": 1_000_000}},
+	{name: "flaky", task: flaky, args: map[string]any{"config": nil}},
+}
+
+// download reports its progress after each chunk.
+func download(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+	args := inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments
+	chunks := args["chunks"].(int)
+	for c := 1; c <= chunks; c++ {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(150 * time.Millisecond):
+		}
+		inst.SetProgress(uint32(100 * c / chunks))
+	}
+	return nil
+}
+
+// thumbnails returns at once and leaves the work to one goroutine per image, each under a
+// deferral: the instance completes when the last one does.
+func thumbnails(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+	images := inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments["images"].([]string)
+	for k, img := range images {
+		d := inst.GetDeferral()
+		go func() {
+			defer d.Complete()
+			time.Sleep(time.Duration(k+1) * 300 * time.Millisecond)
+			say("%-10s resized %s", "thumbnail", img)
+		}()
+	}
+	return nil
+}
+
+// report takes longer than its one-second limit; it honors the cancellation.
+func report(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+	inst.OnCanceled(func(_ bgtask.BackgroundTaskInstance, reason bgtask.CancellationReason) {
+		say("%-10s canceled: %s", "report", reason)
+	})
+	select {
+	case <-time.After(10 * time.Second):
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("report stopped early: %w", context.Cause(ctx))
+	}
+}
+
+// flaky panics: the host recovers it and reports it as the instance's result.
+func flaky(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+	cfg := inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments["config"]
+	return cfg.(error) // a nil interface: the type assertion panics
+}
+
+func bar(p uint32) string {
+	n := int(p / 10)
+	return fmt.Sprintf("[%s%s] %3d%%", strings.Repeat("#", n), strings.Repeat(".", 10-n), p)
+}
+
+func result(e bgtask.CompletedEventArgs) string {
+	var pe *bgtask.PanicError
+	switch {
+	case errors.As(e.Err, &pe):
+		return fmt.Sprintf("panic recovered: %v", pe.Value)
+	case e.Err != nil:
+		return "error: " + e.Err.Error()
+	case e.Canceled:
+		return "canceled (" + e.Reason.String() + ")"
+	default:
+		return "ok"
+	}
+}
