@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -22,7 +23,9 @@ type Host struct {
 	policy  Policy
 	log     *slog.Logger
 	entries map[string]BackgroundTask
-	lib     tracker // the library's goroutines: event delivery, handlers, the scheduler
+	lib     tracker   // the library's goroutines: event delivery, handlers, the scheduler
+	epoch   time.Time // for the monotonic clock of idle detection
+	memory  memoryWatch
 
 	mu       sync.Mutex
 	regs     map[uuid.UUID]*Registration
@@ -34,6 +37,15 @@ type Host struct {
 	queue    []*Registration // registrations with a held fire, oldest fire first
 	zombies  map[*instance]struct{}
 	lost     []string // instances terminated during Shutdown, described
+	system   map[SystemTriggerType][]*Registration
+	sched    *scheduler // time triggers; nil until the first is registered
+	pause    pauseState
+
+	// System conditions, under their own lock: Satisfied and Watch are called without
+	// the host's lock (they are Condition methods, which may be user code).
+	sysMu    sync.Mutex
+	sysState map[SystemConditionType]bool
+	sysWatch map[SystemConditionType]map[*func()]struct{}
 }
 
 // NewHost returns a host configured by opts, or the first option's error.
@@ -43,6 +55,7 @@ func NewHost(opts ...Option) (*Host, error) {
 		entries: make(map[string]BackgroundTask),
 		regs:    make(map[uuid.UUID]*Registration),
 		zombies: make(map[*instance]struct{}),
+		epoch:   time.Now(),
 	}
 	for _, o := range opts {
 		if o.apply == nil {
@@ -52,6 +65,7 @@ func NewHost(opts ...Option) (*Host, error) {
 			return nil, err
 		}
 	}
+	h.startMemoryWatch()
 	return h, nil
 }
 
@@ -75,9 +89,12 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 		cancelOnLoss: b.CancelOnConditionLoss,
 		maxExec:      b.MaxExecutionTime,
 	}
+	h.watchConditions(r)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
+		r.unregistered = true
+		h.quietLocked(r)
 		return nil, ErrHostClosed
 	}
 	h.regs[r.id] = r
@@ -105,6 +122,9 @@ func (h *Host) check(b Builder) (BackgroundTask, error) {
 	for k, c := range b.Conditions {
 		if c == nil {
 			return nil, invalidf("registration %q: condition %d is nil", b.Name, k)
+		}
+		if sc, ok := c.(SystemCondition); ok && !sc.Type.valid() {
+			return nil, invalidf("registration %q: SystemCondition with unknown Type %v", b.Name, sc.Type)
 		}
 	}
 	task := b.Task
@@ -325,6 +345,7 @@ func (h *Host) unregisterLocked(r *Registration) {
 	r.pending = nil
 	delete(h.regs, r.id)
 	r.trigger.detach(r)
+	h.quietLocked(r)
 }
 
 // Shutdown stops every trigger, refuses new fires, cancels running instances with
@@ -362,6 +383,26 @@ func (h *Host) closeLocked() {
 	}
 	h.queue = nil
 	h.stopSchedulerLocked()
+	h.memory.stopLocked()
+	for _, r := range h.regs {
+		h.quietLocked(r)
+	}
+}
+
+// quietLocked stops what runs on r's behalf outside its instances: a custom trigger's
+// Watch and the condition subscriptions. Both are user code, so they are stopped by
+// cancelling a context and on a goroutine of the library, not under the lock.
+func (h *Host) quietLocked(r *Registration) {
+	if r.quiet {
+		return
+	}
+	r.quiet = true
+	if r.stopWatch != nil {
+		r.stopWatch()
+	}
+	if len(r.cond.stops) > 0 {
+		h.lib.Go(r.unwatch)
+	}
 }
 
 func (h *Host) waitLive(ctx context.Context) error {

@@ -102,6 +102,7 @@ type instance struct {
 	onCancel []*CanceledHandler // handlers not yet called; nil once canceled
 	err      error              // first failure reported
 	timers   []*time.Timer      // time limit, grace period, idle: stopped at finish
+	idle     *time.Timer        // the idle check, also in timers
 
 	prev, next *instance // in Host.running; guarded by the host's lock
 

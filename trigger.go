@@ -120,3 +120,44 @@ func removeReg(regs []*Registration, r *Registration) []*Registration {
 	}
 	return out
 }
+
+// CustomTrigger is a trigger the program writes: Watch decides when to fire, and with
+// what details. Like the library's triggers, one value may serve several registrations.
+type CustomTrigger struct {
+	// Watch runs once per registration, on a goroutine of the host, from Register until
+	// the registration is unregistered or the host shuts down; ctx is then done, and Watch
+	// must return. It calls fire to start the task; the instance's TriggerDetails are the
+	// details given. fire never blocks and answers as Request would, but a fire while the
+	// instance runs, the host is suspended or a condition does not hold is held rather than
+	// refused: several held fires start one instance, with the latest details. A panic in
+	// Watch is recovered and logged, as is an error it returns before ctx is done; either
+	// way the registration no longer fires. Required.
+	Watch func(ctx context.Context, fire func(details any) ApplicationTriggerResult) error
+	// OneShot unregisters each registration when its first instance starts.
+	OneShot bool
+}
+
+func (t *CustomTrigger) attach(r *Registration) {
+	h := r.host
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stopWatch = cancel
+	fire := func(details any) ApplicationTriggerResult { return h.fire(r, details, false) }
+	h.lib.Go(func() {
+		err := protect(func() error { return t.Watch(ctx, fire) })
+		if err != nil && ctx.Err() == nil {
+			h.log.Error("bgtask: custom trigger stopped", "task", r.name, "err", err.Error())
+		}
+	})
+}
+
+func (t *CustomTrigger) detach(*Registration) {} // Host.quietLocked cancels Watch's ctx
+
+func (t *CustomTrigger) validate(*Policy) error {
+	if t.Watch == nil {
+		return invalidf("CustomTrigger without Watch")
+	}
+	return nil
+}
+
+func (t *CustomTrigger) oneShot() bool { return t.OneShot }
+func (t *CustomTrigger) isNil() bool   { return t == nil }
