@@ -100,3 +100,12 @@ func cmpOr(d, def time.Duration) time.Duration {
 	}
 	return d
 }
+
+// withMemoryReader replaces how the host reads the heap and the memory limit. It is for
+// the package's tests only, which is why it is not exported.
+func withMemoryReader(read func() (heap, limit uint64)) Option {
+	return Option{func(h *Host) error {
+		h.memory.read = read
+		return nil
+	}}
+}

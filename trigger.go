@@ -2,6 +2,7 @@ package bgtask
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"strconv"
 	"sync"
@@ -144,7 +145,8 @@ func (t *CustomTrigger) attach(r *Registration) {
 	fire := func(details any) ApplicationTriggerResult { return h.fire(r, details, false) }
 	h.lib.Go(func() {
 		err := protect(func() error { return t.Watch(ctx, fire) })
-		if err != nil && ctx.Err() == nil {
+		var pe *PanicError
+		if errors.As(err, &pe) || err != nil && ctx.Err() == nil {
 			h.log.Error("bgtask: custom trigger stopped", "task", r.name, "err", err.Error())
 		}
 	})

@@ -1,0 +1,86 @@
+package bgtask
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMemoryPressureSuspendsThenRevokesNewestFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var heap atomic.Uint64
+		heap.Store(100)
+		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return heap.Load(), 1000 }),
+			WithPolicy(Policy{MemoryLimitFraction: 0.8, MemoryPressurePeriod: 5 * time.Second, MemoryCheckInterval: time.Second}))
+		require.NoError(t, err)
+		completed := make(chan string, 3)
+		var trigs []*ApplicationTrigger
+		for _, name := range []string{"oldest", "middle", "newest"} {
+			trig := NewApplicationTrigger()
+			reg, err := h.Register(Builder{Name: name, Trigger: trig, Task: TaskFunc(func(ctx context.Context, inst BackgroundTaskInstance) error {
+				<-ctx.Done()
+				return nil
+			})})
+			require.NoError(t, err)
+			reg.OnCompleted(func(e CompletedEventArgs) {
+				if e.Reason == ResourceRevocation {
+					completed <- name
+				}
+			})
+			_, err = trig.Request(context.Background(), nil)
+			require.NoError(t, err)
+			synctest.Wait()
+			trigs = append(trigs, trig)
+		}
+		start := time.Now()
+		heap.Store(900)
+		time.Sleep(time.Second + time.Millisecond) // the next check sees the pressure
+		res, err := NewApplicationTrigger().Request(context.Background(), nil)
+		assert.ErrorIs(t, err, ErrNotRegistered, "sanity")
+		assert.Equal(t, UnknownError, res)
+		h.mu.Lock()
+		assert.True(t, h.suspendedLocked(), "suspended under pressure")
+		h.mu.Unlock()
+
+		assert.Equal(t, "newest", <-completed)
+		assert.Equal(t, 6*time.Second, time.Since(start).Truncate(time.Second), "revoked once the pressure lasted the period")
+		assert.Equal(t, "middle", <-completed)
+		assert.Equal(t, 7*time.Second, time.Since(start).Truncate(time.Second), "one more at each check")
+		heap.Store(500)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		assert.Empty(t, completed, "the oldest survives once the pressure is gone")
+		h.mu.Lock()
+		assert.False(t, h.suspendedLocked(), "resumed")
+		h.mu.Unlock()
+		res, err = trigs[1].Request(context.Background(), nil)
+		require.NoError(t, err)
+		assert.Equal(t, Allowed, res)
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
+
+func TestMemoryPressureNeedsALimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return math.MaxInt64 - 1, math.MaxInt64 }),
+			WithPolicy(Policy{MemoryLimitFraction: 0.5}))
+		require.NoError(t, err)
+		time.Sleep(time.Minute)
+		h.mu.Lock()
+		assert.False(t, h.suspendedLocked())
+		h.mu.Unlock()
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
+
+func TestRuntimeMemoryReading(t *testing.T) {
+	heap, limit := readRuntimeMemory()
+	assert.Positive(t, heap)
+	assert.Positive(t, limit)
+}
