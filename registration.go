@@ -54,7 +54,7 @@ type Registration struct {
 	pending      any       // the details of a held fire, when held
 	held         bool      // a fire is held in host.queue
 	unregistered bool
-	quiet        bool // its trigger's and conditions' watches are stopped
+	quiet        bool       // its trigger's and conditions' watches are stopped
 	sched        schedState // time trigger state
 	cond         condState  // the conditions' values
 	sysIndex     int        // place in Host.system, for a system trigger
