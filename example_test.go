@@ -218,3 +218,135 @@ func ExampleHost_Shutdown() {
 	// completed: bgtask: canceled: Terminating
 	// shutdown: <nil>
 }
+
+// A time trigger fires every FreshnessTime on a fixed grid. The policy lowers the minimum
+// period so that the example runs in milliseconds.
+func ExampleTimeTrigger() {
+	host, _ := bgtask.NewHost(bgtask.WithPolicy(bgtask.Policy{MinFreshness: time.Millisecond}))
+	ticks := make(chan time.Time, 3)
+	reg, err := host.Register(bgtask.Builder{Name: "poll", Trigger: &bgtask.TimeTrigger{FreshnessTime: 20 * time.Millisecond},
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			ticks <- inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt
+			return nil
+		})})
+	if err != nil {
+		panic(err)
+	}
+	first := <-ticks
+	second := <-ticks
+	third := <-ticks
+	reg.Unregister(false)
+	// Fires stay on the grid: a late fire does not push the next ones back.
+	period := 20 * time.Millisecond
+	fmt.Println("on the grid:", second.Sub(first)%period == 0, third.Sub(second)%period == 0)
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// on the grid: true true
+}
+
+// Host.Signal reports a system event to every registration waiting for it.
+func ExampleHost_Signal() {
+	host, _ := bgtask.NewHost()
+	done := make(chan struct{})
+	_, _ = host.Register(bgtask.Builder{Name: "upload queued files",
+		Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerInternetAvailable},
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			fmt.Println("fired by", inst.TriggerDetails().(*bgtask.SystemTriggerDetails).Type)
+			close(done)
+			return nil
+		})})
+	host.Signal(bgtask.SystemTriggerInternetAvailable)
+	<-done
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// fired by InternetAvailable
+}
+
+// A fire while a condition does not hold is held until it does; with
+// CancelOnConditionLoss, a running instance is canceled when the condition stops holding.
+func ExampleNewCondition() {
+	host, _ := bgtask.NewHost()
+	online := bgtask.NewCondition(false)
+	trigger := bgtask.NewApplicationTrigger()
+	reg, _ := host.Register(bgtask.Builder{Name: "sync", Trigger: trigger,
+		Conditions: []bgtask.Condition{online}, CancelOnConditionLoss: true,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			fmt.Println("syncing")
+			online.Set(false) // the network drops while the task runs
+			<-ctx.Done()
+			return nil
+		})})
+	done := make(chan struct{})
+	reg.OnCompleted(func(e bgtask.CompletedEventArgs) { fmt.Println("canceled:", e.Reason); close(done) })
+	res, _ := trigger.Request(context.Background(), nil)
+	fmt.Println("offline, request:", res)
+	online.Set(true)
+	<-done
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// offline, request: Allowed
+	// syncing
+	// canceled: ConditionLoss
+}
+
+// While the host is suspended, Checkpoint blocks; each suspension an instance lives
+// through is counted.
+func ExampleHost_Suspend() {
+	host, _ := bgtask.NewHost()
+	trigger := bgtask.NewApplicationTrigger()
+	step := make(chan struct{})
+	reg, _ := host.Register(bgtask.Builder{Name: "index", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			for range 2 {
+				<-step
+				if err := inst.Checkpoint(); err != nil { // blocks while suspended
+					return err
+				}
+			}
+			fmt.Println("suspended", inst.SuspendedCount(), "time(s)")
+			return nil
+		})})
+	done := make(chan struct{})
+	reg.OnCompleted(func(bgtask.CompletedEventArgs) { close(done) })
+	_, _ = trigger.Request(context.Background(), nil)
+	host.Suspend()
+	res, _ := trigger.Request(context.Background(), nil)
+	fmt.Println("request while suspended:", res)
+	step <- struct{}{}
+	host.Resume()
+	step <- struct{}{}
+	<-done
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// request while suspended: DisabledByPolicy
+	// suspended 1 time(s)
+}
+
+// A custom trigger fires when the program's own event source says so, with details of
+// its own: here, a channel of file names.
+func ExampleCustomTrigger() {
+	host, _ := bgtask.NewHost()
+	files := make(chan string)
+	trigger := &bgtask.CustomTrigger{Watch: func(ctx context.Context, fire func(details any) bgtask.ApplicationTriggerResult) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case name := <-files:
+				fire(name)
+			}
+		}
+	}}
+	reg, _ := host.Register(bgtask.Builder{Name: "on new file", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			fmt.Println("processing", inst.TriggerDetails())
+			return nil
+		})})
+	done := make(chan struct{})
+	reg.OnCompleted(func(bgtask.CompletedEventArgs) { close(done) })
+	files <- "report.csv"
+	<-done
+	_ = host.Shutdown(context.Background()) // stops Watch
+	// Output:
+	// processing report.csv
+}
