@@ -1,12 +1,16 @@
 package bgtask_test
 
 import (
+	"container/heap"
 	"context"
+	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -177,6 +181,19 @@ func (f *fleetHost) start(b *testing.B) {
 	f.running.Wait()
 }
 
+// warmGoroutines runs and ends n goroutines, so that the runtime keeps their descriptors
+// for reuse: the heap benchmarks then measure what an instance costs beyond its
+// goroutine, for ours and for the baseline alike.
+func warmGoroutines(n int) {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for range n {
+		wg.Go(func() { <-gate })
+	}
+	close(gate)
+	wg.Wait()
+}
+
 func heapNow() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
@@ -185,14 +202,19 @@ func heapNow() uint64 {
 }
 
 func BenchmarkHeapPerRunningInstance(b *testing.B) {
+	warmGoroutines(fleet)
+	measured := false
 	for b.Loop() {
 		before := heapNow()
 		f := newFleet(b)
 		registered := heapNow()
 		f.start(b)
 		running := heapNow()
-		b.ReportMetric(float64(registered-before)/fleet, "B/registration")
-		b.ReportMetric(float64(running-registered)/fleet, "B/instance")
+		if !measured {
+			measured = true
+			b.ReportMetric(float64(registered-before)/fleet, "B/registration")
+			b.ReportMetric(float64(running-registered)/fleet, "B/instance")
+		}
 		f.host.Cancel(bgtask.Abort)
 		f.completed.Wait()
 		_ = f.host.Shutdown(context.Background())
@@ -200,6 +222,8 @@ func BenchmarkHeapPerRunningInstance(b *testing.B) {
 }
 
 func BenchmarkHeapPerRunningInstanceBaselineGoroutine(b *testing.B) {
+	warmGoroutines(fleet)
+	measured := false
 	for b.Loop() {
 		before := heapNow()
 		parent, cancel := context.WithCancel(context.Background())
@@ -216,7 +240,10 @@ func BenchmarkHeapPerRunningInstanceBaselineGoroutine(b *testing.B) {
 			}()
 		}
 		running.Wait()
-		b.ReportMetric(float64(heapNow()-before)/fleet, "B/instance")
+		if !measured {
+			measured = true
+			b.ReportMetric(float64(heapNow()-before)/fleet, "B/instance")
+		}
 		cancel()
 		done.Wait()
 	}
@@ -257,4 +284,187 @@ func BenchmarkCancelFleetBaselineContext(b *testing.B) {
 		done.Wait()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*fleet), "ns/instance")
+}
+
+// Time triggers at scale: the heap per registered trigger and the cost of registering and
+// unregistering one among n, beside one runtime timer per trigger (what the scheduler
+// avoids) and a bare heap push.
+
+var nopTask = bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+
+// The heap benchmarks measure their first iteration only: stopped runtime timers leave the
+// timer heap lazily, so a later iteration would count the previous one's as freed.
+
+func BenchmarkHeapPerTimeTrigger(b *testing.B) {
+	measured := false
+	for b.Loop() {
+		h, _ := bgtask.NewHost()
+		before := heapNow()
+		regs := make([]*bgtask.Registration, fleet)
+		trig := &bgtask.TimeTrigger{FreshnessTime: time.Hour}
+		for k := range regs {
+			regs[k], _ = h.Register(bgtask.Builder{Name: "t", Task: nopTask, Trigger: trig})
+		}
+		if !measured {
+			measured = true
+			b.ReportMetric(float64(heapNow()-before)/fleet, "B/trigger")
+			b.ReportMetric(float64(goroutinesIn("github.com/bgtask-go/bgtask.")), "goroutines")
+		}
+		_ = h.Shutdown(context.Background())
+	}
+}
+
+func BenchmarkHeapPerTimeTriggerBaselineTimer(b *testing.B) {
+	measured := false
+	for b.Loop() {
+		before := heapNow()
+		timers := make([]*time.Timer, fleet)
+		for k := range timers {
+			timers[k] = time.AfterFunc(time.Hour, func() {})
+		}
+		if !measured {
+			measured = true
+			b.ReportMetric(float64(heapNow()-before)/fleet, "B/trigger")
+		}
+		for _, t := range timers {
+			t.Stop()
+		}
+	}
+}
+
+func BenchmarkRegisterUnregisterTimeTrigger(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			h, _ := bgtask.NewHost()
+			trig := &bgtask.TimeTrigger{FreshnessTime: time.Hour}
+			for range n {
+				_, _ = h.Register(bgtask.Builder{Name: "t", Task: nopTask, Trigger: trig})
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				r, _ := h.Register(bgtask.Builder{Name: "t", Task: nopTask, Trigger: trig})
+				r.Unregister(false)
+			}
+			_ = h.Shutdown(context.Background())
+		})
+	}
+}
+
+func BenchmarkRegisterUnregisterBaselineHeap(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var h timeHeap
+			for k := range n {
+				heap.Push(&h, time.Duration(k))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				heap.Push(&h, time.Duration(n/2))
+				heap.Remove(&h, len(h)-1)
+			}
+		})
+	}
+}
+
+type timeHeap []time.Duration
+
+func (h timeHeap) Len() int           { return len(h) }
+func (h timeHeap) Less(a, b int) bool { return h[a] < h[b] }
+func (h timeHeap) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
+func (h *timeHeap) Push(x any)        { *h = append(*h, x.(time.Duration)) }
+func (h *timeHeap) Pop() any          { x := (*h)[len(*h)-1]; *h = (*h)[:len(*h)-1]; return x }
+
+// Lateness: 10,000 time triggers due in the same second, from ScheduledAt to Run, beside
+// 10,000 runtime timers due in the same second, from their due time to their func.
+
+const burst = 10_000
+
+func reportLateness(b *testing.B, late []time.Duration) {
+	slices.Sort(late)
+	b.ReportMetric(float64(late[len(late)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(late[len(late)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+func BenchmarkTimeTriggerLateness(b *testing.B) {
+	for b.Loop() {
+		h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
+		late := make([]time.Duration, burst)
+		var n atomic.Int64
+		var all sync.WaitGroup
+		all.Add(burst)
+		task := bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			at := inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt
+			if k := n.Add(1) - 1; k < burst {
+				late[k] = time.Since(at)
+				all.Done()
+			}
+			return nil
+		})
+		trig := &bgtask.TimeTrigger{FreshnessTime: time.Second}
+		for range burst {
+			_, _ = h.Register(bgtask.Builder{Name: "due", Task: task, Trigger: trig})
+		}
+		all.Wait()
+		_ = h.Shutdown(context.Background())
+		reportLateness(b, late)
+	}
+}
+
+func BenchmarkTimeTriggerLatenessBaselineTimers(b *testing.B) {
+	for b.Loop() {
+		late := make([]time.Duration, burst)
+		var all sync.WaitGroup
+		all.Add(burst)
+		for k := range burst {
+			due := time.Now().Add(time.Second)
+			time.AfterFunc(time.Second, func() {
+				late[k] = time.Since(due)
+				all.Done()
+			})
+		}
+		all.Wait()
+		reportLateness(b, late)
+	}
+}
+
+// Signal to 10,000 registrations until every Run started, beside the same launches made
+// one Request at a time.
+
+func signalFleet(b *testing.B, trig func(k int) bgtask.Trigger) (*bgtask.Host, *sync.WaitGroup) {
+	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
+	var started sync.WaitGroup
+	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { started.Done(); return nil })
+	for k := range burst {
+		if _, err := h.Register(bgtask.Builder{Name: "s", Task: task, Trigger: trig(k)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return h, &started
+}
+
+func BenchmarkSignalLaunch(b *testing.B) {
+	sys := &bgtask.SystemTrigger{Type: bgtask.SystemTriggerPowerStateChange}
+	h, started := signalFleet(b, func(int) bgtask.Trigger { return sys })
+	for b.Loop() {
+		started.Add(burst)
+		h.Signal(bgtask.SystemTriggerPowerStateChange)
+		started.Wait()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*burst), "ns/launch")
+	_ = h.Shutdown(context.Background())
+}
+
+func BenchmarkSignalLaunchBaselineRequest(b *testing.B) {
+	trigs := make([]*bgtask.ApplicationTrigger, burst)
+	h, started := signalFleet(b, func(k int) bgtask.Trigger { trigs[k] = bgtask.NewApplicationTrigger(); return trigs[k] })
+	ctx := context.Background()
+	for b.Loop() {
+		started.Add(burst)
+		for _, t := range trigs {
+			_, _ = t.Request(ctx, nil)
+		}
+		started.Wait()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*burst), "ns/launch")
+	_ = h.Shutdown(ctx)
 }

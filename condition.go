@@ -95,11 +95,13 @@ func (h *Host) watchConditions(r *Registration) {
 	if n == 0 {
 		return
 	}
-	r.cond.gen = make([]atomic.Uint64, n)
-	r.cond.applied = make([]uint64, n)
-	r.cond.ok = make([]bool, n)
-	r.cond.unmet = n // nothing holds until it has been read
-	r.cond.stops = make([]func(), n)
+	r.cond = &condState{
+		gen:     make([]atomic.Uint64, n),
+		applied: make([]uint64, n),
+		ok:      make([]bool, n),
+		unmet:   n, // nothing holds until it has been read
+		stops:   make([]func(), n),
+	}
 	for k, c := range r.conditions {
 		stop := func() {}
 		if err := protect(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, k) }); return nil }); err != nil {
@@ -117,6 +119,9 @@ func (h *Host) watchConditions(r *Registration) {
 
 // unwatch ends r's condition subscriptions; Unregister and Shutdown call it, once.
 func (r *Registration) unwatch() {
+	if r.cond == nil {
+		return
+	}
 	for _, stop := range r.cond.stops {
 		_ = protect(func() error { stop(); return nil })
 	}
@@ -160,4 +165,4 @@ func (h *Host) conditionChanged(r *Registration, k int) {
 	}
 }
 
-func (h *Host) conditionsHoldLocked(r *Registration) bool { return r.cond.unmet == 0 }
+func (h *Host) conditionsHoldLocked(r *Registration) bool { return r.cond == nil || r.cond.unmet == 0 }

@@ -400,7 +400,7 @@ func (h *Host) quietLocked(r *Registration) {
 	if r.stopWatch != nil {
 		r.stopWatch()
 	}
-	if len(r.cond.stops) > 0 {
+	if r.cond != nil {
 		h.lib.Go(r.unwatch)
 	}
 }

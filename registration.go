@@ -56,7 +56,7 @@ type Registration struct {
 	unregistered bool
 	quiet        bool       // its trigger's and conditions' watches are stopped
 	sched        schedState // time trigger state
-	cond         condState  // the conditions' values
+	cond         *condState // the conditions' values; nil without conditions
 	sysIndex     int        // place in Host.system, for a system trigger
 	stopWatch    func()     // ends a custom trigger's Watch
 }
