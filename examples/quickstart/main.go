@@ -1,7 +1,8 @@
 // Command quickstart shows the bgtask model in a few seconds: a download that reports its
 // progress, a job that hands its work to several goroutines under deferrals, a report
-// that runs past its time limit and is canceled, and a task that panics. Every
-// completion is printed with its result; Ctrl-C shuts the host down gracefully.
+// that runs past its time limit and is canceled, a task that panics, and a sync that runs
+// on a time trigger only while the network is up. Every completion is printed with its
+// result; Ctrl-C shuts the host down gracefully.
 package main
 
 import (
@@ -38,7 +39,8 @@ func say(format string, args ...any) {
 
 func run(ctx context.Context) error {
 	host, err := bgtask.NewHost(
-		bgtask.WithPolicy(bgtask.Policy{GracePeriod: time.Second}),
+		// A short minimum period, so that the time trigger shows itself within seconds.
+		bgtask.WithPolicy(bgtask.Policy{GracePeriod: time.Second, MinFreshness: 100 * time.Millisecond}),
 		bgtask.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	)
 	if err != nil {
@@ -66,6 +68,12 @@ func run(ctx context.Context) error {
 		say("%-10s requested with %v: %s", d.name, d.args, res)
 	}
 
+	stopSync, err := startSync(ctx, host)
+	if err != nil {
+		return err
+	}
+	defer stopSync()
+
 	all := make(chan struct{})
 	go func() { wg.Wait(); close(all) }()
 	select {
@@ -80,6 +88,44 @@ func run(ctx context.Context) error {
 	<-all // Shutdown has delivered every Completed event
 	say("shutdown: %v", err)
 	return nil
+}
+
+// startSync registers a sync every 400ms that needs the network, and takes the network
+// down for a while: the fires due meanwhile are held and run once when it is back.
+func startSync(ctx context.Context, host *bgtask.Host) (stop func(), err error) {
+	online := bgtask.NewCondition(true)
+	begin := time.Now()
+	_, err = host.Register(bgtask.Builder{
+		Name:       "sync",
+		Trigger:    &bgtask.TimeTrigger{FreshnessTime: 400 * time.Millisecond},
+		Conditions: []bgtask.Condition{online},
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			due := inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt
+			say("%-10s runs for the fire due at %.1fs (started %.1fs)", "sync",
+				due.Sub(begin).Seconds(), time.Since(begin).Seconds())
+			return nil
+		}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, step := range []struct {
+			at time.Duration
+			on bool
+		}{{500 * time.Millisecond, false}, {1500 * time.Millisecond, true}} {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(step.at - time.Since(begin)):
+			}
+			say("%-10s network up: %v", "sync", step.on)
+			online.Set(step.on)
+		}
+	}()
+	return func() { <-done }, nil
 }
 
 type demo struct {
