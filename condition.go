@@ -136,21 +136,20 @@ func (h *Host) conditionChanged(r *Registration, k int) {
 	if err := protect(func() error { ok = r.conditions[k].Satisfied(h); return nil }); err != nil {
 		h.log.Error("bgtask: panic in Condition.Satisfied recovered", "task", r.name, "panic", err.Error())
 	}
-	h.mu.Lock()
+	h.lock()
 	if gen <= r.cond.applied[k] || r.unregistered {
-		h.mu.Unlock()
+		h.unlock()
 		return
 	}
 	r.cond.applied[k] = gen
 	was := r.cond.ok[k]
 	r.cond.ok[k] = ok
 	var lost *instance
-	var started []*instance
 	switch {
 	case ok && !was:
 		r.cond.unmet--
 		if r.cond.unmet == 0 {
-			started = h.dispatchLocked()
+			h.dispatchLocked()
 		}
 	case !ok && was:
 		r.cond.unmet++
@@ -158,8 +157,7 @@ func (h *Host) conditionChanged(r *Registration, k int) {
 			lost = r.running
 		}
 	}
-	h.mu.Unlock()
-	h.launchAll(started)
+	h.unlock()
 	if lost != nil {
 		lost.cancel(ConditionLoss)
 	}

@@ -27,13 +27,16 @@ type Host struct {
 	epoch   time.Time // for the monotonic clock of idle detection
 	memory  memoryWatch
 
-	mu       sync.Mutex
+	mu       sync.Mutex // taken with lock and unlock: see lock.go
+	retired  retireStack
+	toLaunch []*instance // started under the lock, launched by unlock
 	regs     map[uuid.UUID]*Registration
 	closed   bool
 	running  instList        // live instances, oldest first
 	live     int             // len(running)
 	liveZero chan struct{}   // closed when live drops to zero; made by Shutdown
 	seq      uint64          // start order of instances
+	ids      idPool          // instance IDs
 	queue    []*Registration // registrations with a held fire, oldest fire first
 	zombies  map[*instance]struct{}
 	lost     []string // instances terminated during Shutdown, described
@@ -90,8 +93,8 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 		maxExec:      b.MaxExecutionTime,
 	}
 	h.watchConditions(r)
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lock()
+	defer h.unlock()
 	if h.closed {
 		r.unregistered = true
 		h.quietLocked(r)
@@ -150,19 +153,19 @@ func isNilTask(t BackgroundTask) bool {
 }
 
 func (h *Host) isClosed() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lock()
+	defer h.unlock()
 	return h.closed
 }
 
 // AllTasks returns the registrations, sorted by name, then TaskID.
 func (h *Host) AllTasks() []*Registration {
-	h.mu.Lock()
+	h.lock()
 	all := make([]*Registration, 0, len(h.regs))
 	for _, r := range h.regs {
 		all = append(all, r)
 	}
-	h.mu.Unlock()
+	h.unlock()
 	slices.SortFunc(all, func(a, b *Registration) int {
 		return cmp.Or(strings.Compare(a.name, b.name), bytes.Compare(a.id[:], b.id[:]))
 	})
@@ -171,8 +174,8 @@ func (h *Host) AllTasks() []*Registration {
 
 // Lookup returns the registration with the given TaskID, if it is registered.
 func (h *Host) Lookup(id uuid.UUID) (*Registration, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lock()
+	defer h.unlock()
 	r, ok := h.regs[id]
 	return r, ok
 }
@@ -187,8 +190,8 @@ func (h *Host) Cancel(reason CancellationReason) {
 
 // runningInstances returns the live instances, oldest first.
 func (h *Host) runningInstances() []*instance {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lock()
+	defer h.unlock()
 	return h.running.slice(h.live)
 }
 
@@ -196,34 +199,32 @@ func (h *Host) runningInstances() []*instance {
 // for Request, which is refused rather than held while the registration runs or the host
 // is suspended.
 func (h *Host) fire(r *Registration, details any, explicit bool) ApplicationTriggerResult {
-	h.mu.Lock()
-	res, i := h.fireLocked(r, details, explicit)
-	h.mu.Unlock()
-	if i != nil {
-		h.launch(i)
-	}
-	return res
+	h.lock()
+	defer h.unlock()
+	return h.fireLocked(r, details, explicit)
 }
 
-func (h *Host) fireLocked(r *Registration, details any, explicit bool) (ApplicationTriggerResult, *instance) {
+// fireLocked is fire with the lock held; an instance it starts is launched by unlock.
+func (h *Host) fireLocked(r *Registration, details any, explicit bool) ApplicationTriggerResult {
 	switch {
 	case h.closed || r.unregistered:
-		return DisabledByPolicy, nil
+		return DisabledByPolicy
 	case explicit && h.suspendedLocked():
-		return DisabledByPolicy, nil
+		return DisabledByPolicy
 	case explicit && r.running != nil:
-		return CurrentlyRunning, nil
+		return CurrentlyRunning
 	}
 	r.pending = details
 	if r.held {
-		return Allowed, nil // coalesced with the fire already held
+		return Allowed // coalesced with the fire already held
 	}
 	if h.canStartLocked(r) {
-		return Allowed, h.startLocked(r)
+		h.startLocked(r)
+		return Allowed
 	}
 	r.held = true
 	h.queue = append(h.queue, r)
-	return Allowed, nil
+	return Allowed
 }
 
 func (h *Host) canStartLocked(r *Registration) bool {
@@ -231,59 +232,60 @@ func (h *Host) canStartLocked(r *Registration) bool {
 		(h.policy.MaxConcurrent == 0 || h.live < h.policy.MaxConcurrent)
 }
 
-// startLocked creates r's instance with the held details. The caller launches it after
-// unlocking.
-func (h *Host) startLocked(r *Registration) *instance {
-	i := newInstance(r, r.pending, h.seq)
+// startLocked creates r's instance with the held details; unlock launches it.
+func (h *Host) startLocked(r *Registration) {
+	i := newInstance(r, r.pending, h.ids.newID(), h.seq)
 	r.pending = nil
 	h.seq++
 	r.running = i
 	h.running.push(i)
 	h.live++
+	h.toLaunch = append(h.toLaunch, i)
 	if r.trigger.oneShot() {
 		h.unregisterLocked(r)
 	}
-	return i
 }
 
 // dispatchLocked starts the held fires that can start now, oldest first.
-func (h *Host) dispatchLocked() []*instance {
-	var started []*instance
+func (h *Host) dispatchLocked() {
 	keep := h.queue[:0]
 	for _, r := range h.queue {
 		switch {
 		case !r.held:
 		case h.canStartLocked(r):
 			r.held = false
-			started = append(started, h.startLocked(r))
+			h.startLocked(r)
 		default:
 			keep = append(keep, r)
 		}
 	}
 	clear(h.queue[len(keep):])
 	h.queue = keep
-	return started
 }
 
-// launch starts an instance's timers and its goroutine.
-func (h *Host) launch(i *instance) {
-	if d := i.reg.maxExecution(); d > 0 {
-		i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
-	}
-	h.startIdleTimer(i)
-	go i.run()
-}
-
+// launchAll starts the instances' timers and goroutines. Starting a goroutine is most of
+// an instance's start, so when many start at once (a burst of time triggers, a Signal to
+// many registrations) the work is shared as a tree: each new goroutine first launches
+// half of what is left, so the launches spread over the cores and the caller starts
+// only about log2(n) goroutines itself.
 func (h *Host) launchAll(is []*instance) {
-	for _, i := range is {
-		h.launch(i)
+	for len(is) > 0 {
+		i, rest := is[0], is[1:]
+		delegated := rest[:len(rest)/2]
+		is = rest[len(rest)/2:]
+		if d := i.reg.maxExecution(); d > 0 {
+			i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
+		}
+		h.startIdleTimer(i)
+		go i.run(delegated)
 	}
 }
 
 // finished is called once per instance, when it finished or was terminated. It queues the
-// Completed event, frees the registration and starts what was waiting for it. The event's
-// delivery is counted before the instance stops counting as live, so that Shutdown, which
-// waits for the one and then the other, never misses it. See instance.release for drain.
+// Completed event and the instance's retirement (see lock.go), which frees the
+// registration and starts what was waiting for it. The event's delivery is counted before
+// the instance stops counting as live, so that Shutdown, which waits for the one and then
+// the other, never misses it. See instance.release for drain.
 func (h *Host) finished(i *instance, te *TerminatedError, inline bool) (drain bool) {
 	r := i.reg
 	if (r.progress.watched() || r.completed.watched()) && r.events.add(i) {
@@ -294,22 +296,12 @@ func (h *Host) finished(i *instance, te *TerminatedError, inline bool) (drain bo
 			go h.drainCounted(r)
 		}
 	}
-	h.mu.Lock()
-	if r.running == i {
-		r.running = nil
+	i.term = te
+	h.retired.push(i)
+	if h.mu.TryLock() {
+		h.retireLocked()
+		h.unlock()
 	}
-	h.running.remove(i)
-	h.live--
-	if te != nil {
-		h.terminatedLocked(i, te)
-	}
-	started := h.dispatchLocked()
-	if h.live == 0 && h.liveZero != nil {
-		close(h.liveZero)
-		h.liveZero = nil
-	}
-	h.mu.Unlock()
-	h.launchAll(started)
 	return drain
 }
 
@@ -331,9 +323,9 @@ func (h *Host) terminatedLocked(i *instance, te *TerminatedError) {
 
 // forgetZombie is called when the last goroutine of a terminated instance returns.
 func (h *Host) forgetZombie(i *instance) {
-	h.mu.Lock()
+	h.lock()
 	delete(h.zombies, i)
-	h.mu.Unlock()
+	h.unlock()
 }
 
 func (h *Host) unregisterLocked(r *Registration) {
@@ -359,13 +351,13 @@ func (h *Host) unregisterLocked(r *Registration) {
 // InstanceID and outstanding deferrals. Calling Shutdown again is safe: it waits the same
 // way and reports the same instances.
 func (h *Host) Shutdown(ctx context.Context) error {
-	h.mu.Lock()
+	h.lock()
 	if !h.closed {
 		h.closed = true
 		h.closeLocked()
 	}
 	insts := h.running.slice(h.live)
-	h.mu.Unlock()
+	h.unlock()
 	for _, i := range insts {
 		i.cancel(Terminating)
 	}
@@ -406,16 +398,16 @@ func (h *Host) quietLocked(r *Registration) {
 }
 
 func (h *Host) waitLive(ctx context.Context) error {
-	h.mu.Lock()
+	h.lock()
 	if h.live == 0 {
-		h.mu.Unlock()
+		h.unlock()
 		return nil
 	}
 	if h.liveZero == nil {
 		h.liveZero = make(chan struct{})
 	}
 	zero := h.liveZero
-	h.mu.Unlock()
+	h.unlock()
 	select {
 	case <-zero:
 		return nil
@@ -426,8 +418,8 @@ func (h *Host) waitLive(ctx context.Context) error {
 
 // shutdownError describes what Shutdown leaves behind, or returns nil when nothing is.
 func (h *Host) shutdownError(ctxErr error) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lock()
+	defer h.unlock()
 	lines := slices.Clone(h.lost)
 	var errs []error
 	if len(lines) > 0 {

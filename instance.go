@@ -104,16 +104,18 @@ type instance struct {
 	timers   []*time.Timer      // time limit, grace period, idle: stopped at finish
 	idle     *time.Timer        // the idle check, also in timers
 
-	prev, next *instance // in Host.running; guarded by the host's lock
+	prev, next *instance        // in Host.running; guarded by the host's lock
+	retireNext *instance        // in Host.retired
+	term       *TerminatedError // why it was terminated, for its retirement
 
 	// Owned by the registration's delivery goroutine.
 	sentProgress  uint32
 	sentCompleted bool
 }
 
-func newInstance(r *Registration, details any, seq uint64) *instance {
+func newInstance(r *Registration, details any, id uuid.UUID, seq uint64) *instance {
 	ctx, stop := context.WithCancelCause(context.Background())
-	i := &instance{id: uuid.New(), reg: r, details: details, ctx: ctx, stop: stop, seq: seq}
+	i := &instance{id: id, reg: r, details: details, ctx: ctx, stop: stop, seq: seq}
 	i.refs.Store(runRef)
 	i.goroutines.Store(1)
 	return i
@@ -187,10 +189,11 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 	}()
 }
 
-// run is the body of an instance's goroutine: Run, then release Run's reference. When that
-// finishes the instance, this goroutine delivers the events itself rather than starting
-// another one.
-func (i *instance) run() {
+// run is the body of an instance's goroutine: it launches the instances delegated to it
+// (see Host.launchAll), calls Run, then releases Run's reference. When that finishes the
+// instance, this goroutine delivers the events itself rather than starting another one.
+func (i *instance) run(delegated []*instance) {
+	i.reg.host.launchAll(delegated)
 	task := i.reg.task
 	i.fail(protect(func() error { return task.Run(i.ctx, i) }))
 	drain := i.release(runRef, true)

@@ -80,7 +80,7 @@ func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64
 
 // revokeNewest cancels the most recently started instance not yet canceled.
 func (h *Host) revokeNewest() {
-	h.mu.Lock()
+	h.lock()
 	var victim *instance
 	for i := h.running.tail; i != nil; i = i.prev {
 		if i.canceled.Load() == nil {
@@ -88,7 +88,7 @@ func (h *Host) revokeNewest() {
 			break
 		}
 	}
-	h.mu.Unlock()
+	h.unlock()
 	if victim != nil {
 		victim.cancel(ResourceRevocation)
 	}

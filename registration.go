@@ -94,10 +94,10 @@ func (r *Registration) OnCompleted(h func(CompletedEventArgs)) (remove func()) {
 // the instance. Calling it again does nothing.
 func (r *Registration) Unregister(cancelTask bool) {
 	h := r.host
-	h.mu.Lock()
+	h.lock()
 	inst := r.running
 	h.unregisterLocked(r)
-	h.mu.Unlock()
+	h.unlock()
 	if cancelTask && inst != nil {
 		inst.cancel(Abort)
 	}

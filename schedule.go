@@ -1,9 +1,6 @@
 package bgtask
 
-import (
-	"container/heap"
-	"time"
-)
+import "time"
 
 // TimeTrigger starts its registrations' tasks every FreshnessTime, the first time
 // FreshnessTime after Register. Fires stay on that grid: each is scheduled from the
@@ -46,7 +43,8 @@ func (t *TimeTrigger) attach(r *Registration) {
 		h.sched = newScheduler()
 		h.lib.Go(func() { h.sched.loop(h) })
 	}
-	r.sched = schedState{next: time.Now().Add(t.FreshnessTime), period: t.FreshnessTime, oneShot: t.OneShot}
+	period := int64(t.FreshnessTime)
+	r.sched = schedState{next: h.now() + period, period: period, oneShot: t.OneShot}
 	h.sched.add(r)
 }
 
@@ -57,19 +55,20 @@ func (t *TimeTrigger) detach(r *Registration) {
 }
 
 // schedState is a registration's place in the scheduler; guarded by the host's lock.
+// Times are on the host's monotonic clock (Host.now), in nanoseconds.
 type schedState struct {
-	next    time.Time // the next scheduled fire
-	period  time.Duration
-	index   int // in scheduler.due; -1 when not there
+	next    int64 // the next scheduled fire
+	period  int64
+	index   int32 // in scheduler.due; -1 when not there
 	oneShot bool
 }
 
 // scheduler keeps the time-triggered registrations in a min-heap of their next fire and
 // one goroutine waits for the earliest. The heap is guarded by the host's lock.
 type scheduler struct {
-	due  dueHeap
-	wake chan struct{} // the earliest fire changed; buffered, never blocks the sender
-	stop chan struct{} // closed by Shutdown
+	due  []*Registration // a binary min-heap on sched.next
+	wake chan struct{}   // the earliest fire changed; buffered, never blocks the sender
+	stop chan struct{}   // closed by Shutdown
 }
 
 func newScheduler() *scheduler {
@@ -77,14 +76,72 @@ func newScheduler() *scheduler {
 }
 
 func (s *scheduler) add(r *Registration) {
-	heap.Push(&s.due, r)
+	r.sched.index = int32(len(s.due))
+	s.due = append(s.due, r)
+	s.up(len(s.due) - 1)
 	if r.sched.index == 0 {
 		s.poke()
 	}
 }
 
 func (s *scheduler) remove(r *Registration) {
-	heap.Remove(&s.due, r.sched.index)
+	k := int(r.sched.index)
+	last := len(s.due) - 1
+	if k != last {
+		s.swap(k, last)
+	}
+	s.due[last] = nil
+	s.due = s.due[:last]
+	r.sched.index = -1
+	if k != last {
+		s.fix(k)
+	}
+}
+
+// fix restores the heap order after the registration at k changed its next fire.
+func (s *scheduler) fix(k int) {
+	if !s.down(k) {
+		s.up(k)
+	}
+}
+
+func (s *scheduler) less(a, b int) bool { return s.due[a].sched.next < s.due[b].sched.next }
+
+func (s *scheduler) swap(a, b int) {
+	s.due[a], s.due[b] = s.due[b], s.due[a]
+	s.due[a].sched.index = int32(a)
+	s.due[b].sched.index = int32(b)
+}
+
+func (s *scheduler) up(k int) {
+	for k > 0 {
+		parent := (k - 1) / 2
+		if !s.less(k, parent) {
+			return
+		}
+		s.swap(k, parent)
+		k = parent
+	}
+}
+
+// down moves the element at k down and reports whether it moved.
+func (s *scheduler) down(k int) bool {
+	start := k
+	for {
+		child := 2*k + 1
+		if child >= len(s.due) {
+			break
+		}
+		if right := child + 1; right < len(s.due) && s.less(right, child) {
+			child = right
+		}
+		if !s.less(child, k) {
+			break
+		}
+		s.swap(k, child)
+		k = child
+	}
+	return k > start
 }
 
 func (s *scheduler) poke() {
@@ -100,11 +157,13 @@ func (s *scheduler) loop(h *Host) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		h.mu.Lock()
-		started := s.fireDueLocked(h, time.Now())
-		wait, any := s.untilNextLocked()
-		h.mu.Unlock()
-		h.launchAll(started)
+		h.lock()
+		s.fireDueLocked(h, h.now())
+		wait, any := s.untilNextLocked(h)
+		h.unlock()
+		if any && wait <= 0 {
+			continue // more are due: the batch was full
+		}
 		if any {
 			timer.Reset(wait)
 		} else {
@@ -119,59 +178,35 @@ func (s *scheduler) loop(h *Host) {
 	}
 }
 
-// fireDueLocked fires every registration due by now. A registration several periods
-// behind (the scheduler could not run in time) fires once, for the latest slot it missed.
-func (s *scheduler) fireDueLocked(h *Host, now time.Time) []*instance {
-	var started []*instance
-	for len(s.due) > 0 && !s.due[0].sched.next.After(now) {
+// fireBatch is how many registrations the scheduler fires per hold of the host's lock.
+// Many triggers due at once are fired in batches, each launched before the next is
+// fired, so that the first instances run on one core while the scheduler fires the next
+// batch on the other, and Requests and finishing instances get the lock in between.
+const fireBatch = 64
+
+// fireDueLocked fires up to fireBatch registrations due by now. A registration several
+// periods behind (the scheduler could not run in time) fires once, for the latest slot it
+// missed.
+func (s *scheduler) fireDueLocked(h *Host, now int64) {
+	for n := 0; n < fireBatch && len(s.due) > 0 && s.due[0].sched.next <= now; n++ {
 		r := s.due[0]
 		st := &r.sched
-		missed := now.Sub(st.next) / st.period
-		at := st.next.Add(missed * st.period)
-		st.next = at.Add(st.period)
+		at := st.next + (now-st.next)/st.period*st.period
+		st.next = at + st.period
 		if st.oneShot {
-			heap.Pop(&s.due)
+			s.remove(r)
 		} else {
-			heap.Fix(&s.due, 0)
+			s.fix(0)
 		}
-		if _, i := h.fireLocked(r, &TimeTriggerDetails{ScheduledAt: at}, false); i != nil {
-			started = append(started, i)
-		}
+		h.fireLocked(r, &TimeTriggerDetails{ScheduledAt: h.epoch.Add(time.Duration(at))}, false)
 	}
-	return started
 }
 
-func (s *scheduler) untilNextLocked() (time.Duration, bool) {
+func (s *scheduler) untilNextLocked(h *Host) (time.Duration, bool) {
 	if len(s.due) == 0 {
 		return 0, false
 	}
-	return time.Until(s.due[0].sched.next), true
-}
-
-// dueHeap orders registrations by their next fire; it implements heap.Interface.
-type dueHeap []*Registration
-
-func (d dueHeap) Len() int           { return len(d) }
-func (d dueHeap) Less(a, b int) bool { return d[a].sched.next.Before(d[b].sched.next) }
-func (d dueHeap) Swap(a, b int) {
-	d[a], d[b] = d[b], d[a]
-	d[a].sched.index = a
-	d[b].sched.index = b
-}
-
-func (d *dueHeap) Push(x any) {
-	r := x.(*Registration)
-	r.sched.index = len(*d)
-	*d = append(*d, r)
-}
-
-func (d *dueHeap) Pop() any {
-	old := *d
-	r := old[len(old)-1]
-	old[len(old)-1] = nil
-	r.sched.index = -1
-	*d = old[:len(old)-1]
-	return r
+	return time.Duration(s.due[0].sched.next - h.now()), true
 }
 
 // stopSchedulerLocked ends the scheduler goroutine; Shutdown calls it once.

@@ -25,8 +25,8 @@ type regSpec struct {
 // schedAction is one move: sleep, suspend, resume, cond, signal, register, unregister.
 type schedAction struct {
 	op   string
-	n    int     // seconds to sleep; which registration to unregister
-	on   bool    // cond
+	n    int  // seconds to sleep; which registration to unregister
+	on   bool // cond
 	typ  bgtask.SystemTriggerType
 	spec regSpec // register
 }

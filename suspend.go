@@ -32,8 +32,8 @@ func (h *Host) Suspend() { h.suspend(pauseProgram) }
 func (h *Host) Resume() { h.resume(pauseProgram) }
 
 func (h *Host) suspend(by uint8) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.lock()
+	defer h.unlock()
 	p := &h.pause
 	if h.closed || p.by&by != 0 {
 		return
@@ -51,23 +51,22 @@ func (h *Host) suspend(by uint8) {
 }
 
 func (h *Host) resume(by uint8) {
-	h.mu.Lock()
+	h.lock()
 	p := &h.pause
 	if p.by&by == 0 {
-		h.mu.Unlock()
+		h.unlock()
 		return
 	}
 	p.by &^= by
 	if p.by != 0 {
-		h.mu.Unlock()
+		h.unlock()
 		return
 	}
 	close(*p.ch.Swap(nil))
 	paused := time.Since(p.since)
 	running := h.running.slice(h.live)
-	started := h.dispatchLocked()
-	h.mu.Unlock()
-	h.launchAll(started)
+	h.dispatchLocked()
+	h.unlock()
 	for _, i := range running {
 		i.resumeIdle(paused)
 	}

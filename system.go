@@ -85,19 +85,15 @@ func (t *SystemTrigger) isNil() bool   { return t == nil }
 // Signal on a shut-down host, or with a type that is not one of the constants, does
 // nothing.
 func (h *Host) Signal(t SystemTriggerType) {
-	h.mu.Lock()
-	var started []*instance
+	h.lock()
+	defer h.unlock()
 	if !h.closed {
 		details := &SystemTriggerDetails{Type: t}
 		// fireLocked may unregister a OneShot registration, which changes the slice.
 		for _, r := range slices.Clone(h.system[t]) {
-			if _, i := h.fireLocked(r, details, false); i != nil {
-				started = append(started, i)
-			}
+			h.fireLocked(r, details, false)
 		}
 	}
-	h.mu.Unlock()
-	h.launchAll(started)
 }
 
 // SystemConditionType is a system state that a [SystemCondition] requires. The values are

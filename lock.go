@@ -1,0 +1,88 @@
+package bgtask
+
+import "sync/atomic"
+
+// The host's lock guards its scheduling state. Two things make it cheaper than a plain
+// mutex under load:
+//
+//   - An instance that finishes does not wait for the lock. It pushes itself on
+//     Host.retired, a lock-free stack, and takes the lock only if it is free. Whoever
+//     holds the lock retires the pushed instances: when it takes the lock (lock) and
+//     again after it releases it (unlock), so that no push is left behind, and every
+//     holder sees every instance that finished before it took the lock.
+//   - Instances started while the lock is held are queued in Host.toLaunch and launched
+//     by unlock, after the lock is released.
+//
+// So the scheduling code calls h.lock and h.unlock, never h.mu directly.
+
+// lock takes the host's lock and retires the instances that finished meanwhile.
+func (h *Host) lock() {
+	h.mu.Lock()
+	h.retireLocked()
+}
+
+// unlock releases the host's lock and launches the instances started under it. If
+// instances finished meanwhile and the lock is free, it takes the lock again to retire
+// them.
+func (h *Host) unlock() {
+	for {
+		launch := h.toLaunch
+		h.toLaunch = nil
+		h.mu.Unlock()
+		h.launchAll(launch)
+		if h.retired.head.Load() == nil || !h.mu.TryLock() {
+			return // nothing to retire, or the holder will
+		}
+		h.retireLocked()
+	}
+}
+
+// retireStack is a lock-free stack of finished instances waiting to be retired.
+type retireStack struct {
+	head atomic.Pointer[instance]
+}
+
+func (s *retireStack) push(i *instance) {
+	for {
+		old := s.head.Load()
+		i.retireNext = old
+		if s.head.CompareAndSwap(old, i) {
+			return
+		}
+	}
+}
+
+// retireLocked takes every pushed instance and retires them, oldest first.
+func (h *Host) retireLocked() {
+	top := h.retired.head.Swap(nil)
+	if top == nil {
+		return
+	}
+	var order []*instance
+	for i := top; i != nil; i = i.retireNext {
+		order = append(order, i)
+	}
+	for k := len(order) - 1; k >= 0; k-- {
+		i := order[k]
+		i.retireNext = nil
+		h.retireOneLocked(i)
+	}
+	h.dispatchLocked()
+}
+
+// retireOneLocked frees a finished instance's registration and stops counting it as live.
+func (h *Host) retireOneLocked(i *instance) {
+	r := i.reg
+	if r.running == i {
+		r.running = nil
+	}
+	h.running.remove(i)
+	h.live--
+	if i.term != nil {
+		h.terminatedLocked(i, i.term)
+	}
+	if h.live == 0 && h.liveZero != nil {
+		close(h.liveZero)
+		h.liveZero = nil
+	}
+}
