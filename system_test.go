@@ -69,6 +69,12 @@ func TestOneShotForEveryTriggerKind(t *testing.T) {
 		{"system", &bgtask.SystemTrigger{Type: bgtask.SystemTriggerSessionConnected, OneShot: true},
 			func(h *bgtask.Host) { h.Signal(bgtask.SystemTriggerSessionConnected) }},
 		{"application", &bgtask.ApplicationTrigger{OneShot: true}, nil},
+		{"custom", &bgtask.CustomTrigger{OneShot: true, Watch: func(ctx context.Context, fire func(any) bgtask.ApplicationTriggerResult) error {
+			fire("first")
+			fire("second") // held while the first runs; dropped when the registration ends
+			<-ctx.Done()
+			return nil
+		}}, func(*bgtask.Host) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
