@@ -46,6 +46,7 @@ type CanceledError struct {
 	Reason CancellationReason
 }
 
+// Error returns "bgtask: canceled: " and the reason.
 func (e *CanceledError) Error() string { return "bgtask: canceled: " + e.Reason.String() }
 
 // Is reports whether target is [ErrCanceled].
@@ -59,6 +60,7 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error returns "bgtask: panic: " and the value; the stack is in Stack.
 func (e *PanicError) Error() string { return fmt.Sprintf("bgtask: panic: %v", e.Value) }
 
 // Unwrap returns Value when it is an error, so that [errors.Is] sees through the panic.
@@ -81,6 +83,7 @@ type TerminatedError struct {
 	Err         error // the first error reported before termination, or nil
 }
 
+// Error says why the instance was canceled and what was left running.
 func (e *TerminatedError) Error() string {
 	var b strings.Builder
 	b.WriteString("bgtask: terminated after ")

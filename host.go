@@ -235,6 +235,9 @@ func (h *Host) canStartLocked(r *Registration) bool {
 // startLocked creates r's instance with the held details; unlock launches it.
 func (h *Host) startLocked(r *Registration) {
 	i := newInstance(r, r.pending, h.ids.newID(), h.seq)
+	if h.policy.IdleTimeout > 0 {
+		i.active.Store(h.now()) // set before anyone can check it, at start
+	}
 	r.pending = nil
 	h.seq++
 	r.running = i
@@ -349,7 +352,7 @@ func (h *Host) unregisterLocked(r *Registration) {
 // each terminated earlier whose goroutines still run, and, when ctx ended first (the error
 // then wraps ctx.Err()), each instance still running, with its registration name,
 // InstanceID and outstanding deferrals. Calling Shutdown again is safe: it waits the same
-// way and reports the same instances.
+// way and reports the same instances. The registrations stay listed by AllTasks.
 func (h *Host) Shutdown(ctx context.Context) error {
 	h.lock()
 	if !h.closed {

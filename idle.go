@@ -15,7 +15,6 @@ func (h *Host) startIdleTimer(i *instance) {
 	if d == 0 {
 		return
 	}
-	i.active.Store(h.now())
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if !i.finished.Load() {
@@ -45,7 +44,8 @@ func (i *instance) checkIdle() {
 	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if !i.finished.Load() {
+	// idle is nil while the instance is started but not yet launched: launch sets it.
+	if !i.finished.Load() && i.idle != nil {
 		i.idle.Reset(h.policy.IdleTimeout - idle)
 	}
 }

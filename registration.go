@@ -54,11 +54,12 @@ type Registration struct {
 	pending      any       // the details of a held fire, when held
 	held         bool      // a fire is held in host.queue
 	unregistered bool
-	quiet        bool       // its trigger's and conditions' watches are stopped
-	sched        schedState // time trigger state
-	cond         *condState // the conditions' values; nil without conditions
-	sysIndex     int        // place in Host.system, for a system trigger
-	stopWatch    func()     // ends a custom trigger's Watch
+	quiet        bool              // its trigger's and conditions' watches are stopped
+	sched        schedState        // time trigger state
+	cond         *condState        // the conditions' values; nil without conditions
+	sysType      SystemTriggerType // for a system trigger: its type when registered
+	sysIndex     int               // and its place in Host.system[sysType]
+	stopWatch    func()            // ends a custom trigger's Watch
 }
 
 // TaskID identifies the registration.

@@ -64,7 +64,10 @@ func (h *Host) resume(by uint8) {
 	}
 	close(*p.ch.Swap(nil))
 	paused := time.Since(p.since)
-	running := h.running.slice(h.live)
+	var running []*instance
+	if h.policy.IdleTimeout > 0 {
+		running = h.running.slice(h.live)
+	}
 	h.dispatchLocked()
 	h.unlock()
 	for _, i := range running {

@@ -56,18 +56,19 @@ func (t *SystemTrigger) attach(r *Registration) {
 	if h.system == nil {
 		h.system = make(map[SystemTriggerType][]*Registration)
 	}
+	r.sysType = t.Type // the program may change t later
 	r.sysIndex = len(h.system[t.Type])
 	h.system[t.Type] = append(h.system[t.Type], r)
 }
 
 func (t *SystemTrigger) detach(r *Registration) {
 	h := r.host
-	regs := h.system[t.Type]
+	regs := h.system[r.sysType]
 	last := len(regs) - 1
 	regs[r.sysIndex] = regs[last]
 	regs[r.sysIndex].sysIndex = r.sysIndex
 	regs[last] = nil
-	h.system[t.Type] = regs[:last]
+	h.system[r.sysType] = regs[:last]
 }
 
 func (t *SystemTrigger) validate(*Policy) error {

@@ -30,6 +30,13 @@ func TestSignalFiresRegistrationsOfThatType(t *testing.T) {
 		assert.Equal(t, bgtask.SystemTriggerNetworkStateChange, runs[0].details.(*bgtask.SystemTriggerDetails).Type)
 		assert.Empty(t, tz.drain())
 		h.Signal(42) // not a type: nothing happens
+		shared.Type = bgtask.SystemTriggerUserAway // changed after Register: the registrations keep theirs
+		for _, r := range h.AllTasks() {
+			r.Unregister(false)
+		}
+		h.Signal(bgtask.SystemTriggerNetworkStateChange)
+		synctest.Wait()
+		assert.Empty(t, net.drain(), "fired after Unregister")
 		require.NoError(t, h.Shutdown(context.Background()))
 		h.Signal(bgtask.SystemTriggerTimeZoneChange) // closed: nothing happens
 		synctest.Wait()
