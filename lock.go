@@ -86,3 +86,38 @@ func (h *Host) retireOneLocked(i *instance) {
 		h.liveZero = nil
 	}
 }
+
+// instList is an intrusive list of instances, oldest first: O(1) to add and remove.
+type instList struct{ head, tail *instance }
+
+func (l *instList) push(i *instance) {
+	i.prev, i.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = i
+	} else {
+		l.head = i
+	}
+	l.tail = i
+}
+
+func (l *instList) remove(i *instance) {
+	if i.prev != nil {
+		i.prev.next = i.next
+	} else if l.head == i {
+		l.head = i.next
+	}
+	if i.next != nil {
+		i.next.prev = i.prev
+	} else if l.tail == i {
+		l.tail = i.prev
+	}
+	i.prev, i.next = nil, nil
+}
+
+func (l *instList) slice(n int) []*instance {
+	out := make([]*instance, 0, n)
+	for i := l.head; i != nil; i = i.next {
+		out = append(out, i)
+	}
+	return out
+}

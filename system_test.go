@@ -29,7 +29,7 @@ func TestSignalFiresRegistrationsOfThatType(t *testing.T) {
 		require.Len(t, runs, 2, "each registration of the trigger fires")
 		assert.Equal(t, bgtask.SystemTriggerNetworkStateChange, runs[0].details.(*bgtask.SystemTriggerDetails).Type)
 		assert.Empty(t, tz.drain())
-		h.Signal(42) // not a type: nothing happens
+		h.Signal(42)                               // not a type: nothing happens
 		shared.Type = bgtask.SystemTriggerUserAway // changed after Register: the registrations keep theirs
 		for _, r := range h.AllTasks() {
 			r.Unregister(false)
