@@ -1,6 +1,9 @@
 package bgtask
 
-import "time"
+import (
+	"runtime"
+	"time"
+)
 
 // TimeTrigger starts its registrations' tasks every FreshnessTime, the first time
 // FreshnessTime after Register. Fires stay on that grid: each is scheduled from the
@@ -162,7 +165,8 @@ func (s *scheduler) loop(h *Host) {
 		wait, any := s.untilNextLocked(h)
 		h.unlock()
 		if any && wait <= 0 {
-			continue // more are due: the batch was full
+			runtime.Gosched() // let the batch just launched run before firing the next
+			continue          // more are due: the batch was full
 		}
 		if any {
 			timer.Reset(wait)
