@@ -34,7 +34,6 @@ type Host struct {
 	running  instList        // live instances, oldest first
 	live     int             // len(running)
 	liveZero chan struct{}   // closed when live drops to zero; made by Shutdown
-	seq      uint64          // start order of instances
 	ids      idPool          // instance IDs
 	queue    []*Registration // registrations with a held fire, oldest fire first
 	zombies  map[*instance]struct{}
@@ -233,12 +232,11 @@ func (h *Host) canStartLocked(r *Registration) bool {
 
 // startLocked creates r's instance with the held details; unlock launches it.
 func (h *Host) startLocked(r *Registration) {
-	i := newInstance(r, r.pending, h.ids.newID(), h.seq)
+	i := newInstance(r, r.pending, h.ids.newID())
 	if h.policy.IdleTimeout > 0 {
 		i.active.Store(h.now()) // set before anyone can check it, at start
 	}
 	r.pending = nil
-	h.seq++
 	r.running = i
 	h.running.push(i)
 	h.live++

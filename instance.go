@@ -84,7 +84,6 @@ type instance struct {
 	details any
 	ctx     context.Context
 	stop    context.CancelCauseFunc
-	seq     uint64 // start order, for cancelling the newest first
 
 	refs       atomic.Int64 // see runRef in deferral.go
 	slab       atomic.Pointer[deferralSlab]
@@ -113,9 +112,9 @@ type instance struct {
 	sentCompleted bool
 }
 
-func newInstance(r *Registration, details any, id uuid.UUID, seq uint64) *instance {
+func newInstance(r *Registration, details any, id uuid.UUID) *instance {
 	ctx, stop := context.WithCancelCause(context.Background())
-	i := &instance{id: id, reg: r, details: details, ctx: ctx, stop: stop, seq: seq}
+	i := &instance{id: id, reg: r, details: details, ctx: ctx, stop: stop}
 	i.refs.Store(runRef)
 	i.goroutines.Store(1)
 	return i
