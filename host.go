@@ -89,6 +89,7 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 		conditions:   slices.Clone(b.Conditions),
 		cancelOnLoss: b.CancelOnConditionLoss,
 		maxExec:      b.MaxExecutionTime,
+		oneShot:      b.Trigger.oneShot(),
 	}
 	h.watchConditions(r)
 	h.lock()
@@ -241,7 +242,7 @@ func (h *Host) startLocked(r *Registration) {
 	h.running.push(i)
 	h.live++
 	h.toLaunch = append(h.toLaunch, i)
-	if r.trigger.oneShot() {
+	if r.oneShot {
 		h.unregisterLocked(r)
 	}
 }

@@ -44,6 +44,7 @@ type Registration struct {
 	conditions   []Condition
 	cancelOnLoss bool
 	maxExec      time.Duration
+	oneShot      bool // the trigger's OneShot, read once by Register
 
 	progress  handlers[ProgressEventArgs]
 	completed handlers[CompletedEventArgs]

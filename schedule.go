@@ -15,6 +15,8 @@ import (
 //
 // All time triggers of a host are scheduled by one goroutine of the host, with one timer:
 // a registered time trigger costs no goroutine and no timer of its own.
+//
+// Register reads the fields; changing them later does not change the registrations made.
 type TimeTrigger struct {
 	// FreshnessTime is the period. It must be positive and at least [Policy].MinFreshness.
 	FreshnessTime time.Duration
@@ -47,7 +49,7 @@ func (t *TimeTrigger) attach(r *Registration) {
 		h.lib.Go(func() { h.sched.loop(h) })
 	}
 	period := int64(t.FreshnessTime)
-	r.sched = schedState{next: h.now() + period, period: period, oneShot: t.OneShot}
+	r.sched = schedState{next: h.now() + period, period: period}
 	h.sched.add(r)
 }
 
@@ -60,10 +62,9 @@ func (t *TimeTrigger) detach(r *Registration) {
 // schedState is a registration's place in the scheduler; guarded by the host's lock.
 // Times are on the host's monotonic clock (Host.now), in nanoseconds.
 type schedState struct {
-	next    int64 // the next scheduled fire
-	period  int64
-	index   int32 // in scheduler.due; -1 when not there
-	oneShot bool
+	next   int64 // the next scheduled fire
+	period int64
+	index  int32 // in scheduler.due; -1 when not there
 }
 
 // scheduler keeps the time-triggered registrations in a min-heap of their next fire and
@@ -197,7 +198,7 @@ func (s *scheduler) fireDueLocked(h *Host, now int64) {
 		st := &r.sched
 		at := st.next + (now-st.next)/st.period*st.period
 		st.next = at + st.period
-		if st.oneShot {
+		if r.oneShot {
 			s.remove(r)
 		} else {
 			s.fix(0)

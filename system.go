@@ -46,6 +46,7 @@ func (t SystemTriggerType) String() string {
 // SystemTrigger starts its registrations' tasks when the program reports a system event
 // with [Host.Signal]. A fire while the registration's instance runs, the host is suspended
 // or a condition does not hold is held, and several held fires start one instance.
+// Register reads the fields; changing them later does not change the registrations made.
 type SystemTrigger struct {
 	Type    SystemTriggerType
 	OneShot bool // unregister each registration when its first instance starts

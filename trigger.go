@@ -19,7 +19,8 @@ type Trigger interface {
 	detach(r *Registration)
 	// validate checks the trigger against the host's policy.
 	validate(p *Policy) error
-	// oneShot reports whether the registration ends when its first instance starts.
+	// oneShot reports whether the registration ends when its first instance starts;
+	// Register reads it once.
 	oneShot() bool
 	// isNil reports whether the trigger is a nil pointer.
 	isNil() bool
@@ -53,6 +54,7 @@ func (r ApplicationTriggerResult) String() string {
 
 // ApplicationTrigger starts its registrations' tasks when the program calls Request. It is
 // safe for concurrent use; its zero value is usable, like [NewApplicationTrigger]'s.
+// Register reads OneShot; changing it later does not change the registrations made.
 type ApplicationTrigger struct {
 	// OneShot unregisters each registration when its first instance starts.
 	OneShot bool
@@ -124,6 +126,7 @@ func removeReg(regs []*Registration, r *Registration) []*Registration {
 
 // CustomTrigger is a trigger the program writes: Watch decides when to fire, and with
 // what details. Like the library's triggers, one value may serve several registrations.
+// Register reads the fields; changing them later does not change the registrations made.
 type CustomTrigger struct {
 	// Watch runs once per registration, on a goroutine of the host, from Register until
 	// the registration is unregistered or the host shuts down; ctx is then done, and Watch
