@@ -313,7 +313,6 @@ func (h *Host) drainCounted(r *Registration) {
 }
 
 func (h *Host) terminatedLocked(i *instance, te *TerminatedError) {
-	h.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
 	if i.goroutines.Load() > 0 {
 		h.zombies[i] = struct{}{}
 	}

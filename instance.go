@@ -295,6 +295,8 @@ func (i *instance) terminate() {
 		te.GoRunning--
 	}
 	i.terminated.Store(true)
+	// Logged here, before the host's lock is taken: a slog handler is the program's code.
+	i.reg.host.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
 	if i.finish(te, true) {
 		i.reg.host.drainCounted(i.reg)
 	}
