@@ -283,25 +283,31 @@ func (h *Host) launchAll(is []*instance) {
 }
 
 // finished is called once per instance, when it finished or was terminated. It queues the
-// Completed event and the instance's retirement (see lock.go), which frees the
-// registration and starts what was waiting for it. The event's delivery is counted before
-// the instance stops counting as live, so that Shutdown, which waits for the one and then
-// the other, never misses it. See instance.release for drain.
+// instance's retirement (see lock.go), which frees the registration and starts what was
+// waiting for it, and then its Completed event: a handler that fires the registration
+// again finds it free. The event's delivery is counted before the instance stops counting
+// as live, so that Shutdown, which waits for the one and then the other, never misses it.
+// See instance.release for drain.
 func (h *Host) finished(i *instance, te *TerminatedError, inline bool) (drain bool) {
 	r := i.reg
-	if (r.progress.watched() || r.completed.watched()) && r.events.add(i) {
-		h.lib.add()
-		if inline {
-			drain = true
-		} else {
-			go h.drainCounted(r)
-		}
+	notify := r.progress.watched() || r.completed.watched()
+	if notify {
+		h.lib.add() // for a delivery goroutine; given back below if one already runs
 	}
 	i.term = te
 	h.retired.push(i)
 	if h.mu.TryLock() {
 		h.retireLocked()
 		h.unlock()
+	}
+	switch {
+	case !notify:
+	case !r.events.add(i):
+		h.lib.done() // the running delivery goroutine delivers it
+	case inline:
+		drain = true
+	default:
+		go h.drainCounted(r)
 	}
 	return drain
 }

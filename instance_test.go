@@ -462,3 +462,69 @@ func TestCheckpointReportsCancellation(t *testing.T) {
 		f.shutdown(t)
 	})
 }
+
+// Handlers run with no lock of the library held: they may call back into the host.
+func TestHandlersMayCallTheHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		again := make(chan bgtask.ApplicationTriggerResult, 4)
+		var f *fixture
+		f = newFixture(t, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			inst.OnCanceled(func(bgtask.BackgroundTaskInstance, bgtask.CancellationReason) {
+				f.host.Cancel(bgtask.Abort)
+				_ = f.host.AllTasks()
+			})
+			if inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments == nil {
+				<-ctx.Done()
+			}
+			return nil
+		})
+		f.reg.OnProgress(func(bgtask.ProgressEventArgs) { f.host.Suspend(); f.host.Resume() })
+		f.reg.OnCompleted(func(e bgtask.CompletedEventArgs) {
+			if e.Canceled {
+				res, _ := f.trig.Request(context.Background(), map[string]any{"second": true})
+				again <- res
+			}
+		})
+		f.request(t, nil)
+		synctest.Wait()
+		f.host.Cancel(bgtask.LoggingOff)
+		assert.Equal(t, bgtask.Allowed, <-again, "the registration is free when Completed is raised")
+		<-f.done
+		<-f.done
+		f.shutdown(t)
+	})
+}
+
+// When Completed is raised the registration is free, whichever goroutine ended the
+// instance: here the last deferral is completed by the test's goroutine.
+func TestRegistrationIsFreeWhenCompletedIsRaised(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		defs := make(chan *bgtask.Deferral, 1)
+		f := newFixture(t, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			if inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments == nil {
+				defs <- inst.GetDeferral()
+			}
+			return nil
+		})
+		again := make(chan bgtask.ApplicationTriggerResult, 1)
+		f.reg.OnCompleted(func(e bgtask.CompletedEventArgs) {
+			select {
+			case again <- must(f.trig.Request(context.Background(), map[string]any{"second": true})):
+			default:
+			}
+		})
+		f.request(t, nil)
+		(<-defs).Complete()
+		assert.Equal(t, bgtask.Allowed, <-again)
+		<-f.done
+		<-f.done
+		f.shutdown(t)
+	})
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
