@@ -33,7 +33,8 @@
 //
 // # Goroutines and callbacks
 //
-// Every goroutine the host starts is joined by [Host.Shutdown]. Event handlers
+// Every goroutine the host starts is joined by [Host.Shutdown], but for those of a
+// terminated instance, which Go cannot stop: Shutdown names them in its error. Event handlers
 // (OnProgress, OnCompleted) run on a goroutine of the library, one event at a time per
 // registration, and may block without blocking a task or another registration's events.
 // Canceled handlers run on a goroutine of the library too. No handler is called while a

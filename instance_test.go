@@ -528,3 +528,32 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+func TestTerminatedCountsGoFuncsStillRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		boom := errors.New("boom")
+		f := newFixture(t, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			for range 2 {
+				inst.Go(func(context.Context) error { <-release; return nil })
+			}
+			inst.Go(func(context.Context) error { return boom })
+			return nil
+		})
+		f.request(t, nil)
+		synctest.Wait()
+		f.host.Cancel(bgtask.Abort)
+		e := <-f.done
+		var te *bgtask.TerminatedError
+		require.ErrorAs(t, e.Err, &te)
+		assert.True(t, te.RunReturned)
+		assert.Equal(t, 2, te.Deferrals, "each Go func holds a deferral")
+		assert.Equal(t, 2, te.GoRunning)
+		assert.Contains(t, te.Error(), "2 Go func(s) running")
+		assert.Same(t, boom, te.Err, "the error reported before termination")
+		assert.ErrorIs(t, e.Err, boom)
+		close(release)
+		synctest.Wait()
+		f.shutdown(t)
+	})
+}

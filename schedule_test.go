@@ -153,8 +153,8 @@ func TestTimeTriggerFreshnessValidation(t *testing.T) {
 	}{
 		{"zero", 0, 0, false},
 		{"negative", 0, -time.Second, false},
-		{"below the default minimum", 0, 999 * time.Millisecond, false},
-		{"at the default minimum", 0, time.Second, true},
+		{"below the default minimum", 0, bgtask.DefaultMinFreshness - time.Millisecond, false},
+		{"at the default minimum", 0, bgtask.DefaultMinFreshness, true},
 		{"below the policy minimum", 15 * time.Minute, 14 * time.Minute, false},
 		{"at the policy minimum", 15 * time.Minute, 15 * time.Minute, true},
 	} {
