@@ -44,6 +44,7 @@ func TestMemoryPressureSuspendsThenRevokesNewestFirst(t *testing.T) {
 		res, err := NewApplicationTrigger().Request(context.Background(), nil)
 		assert.ErrorIs(t, err, ErrNotRegistered, "sanity")
 		assert.Equal(t, UnknownError, res)
+		h.Resume() // the program's Resume does not end a suspension for memory
 		h.lock()
 		assert.True(t, h.suspendedLocked(), "suspended under pressure")
 		h.unlock()
