@@ -18,6 +18,8 @@ import (
 // then wraps ctx.Err()), each instance still running, with its registration name,
 // InstanceID and outstanding deferrals. Calling Shutdown again is safe: it waits the same
 // way and reports the same instances. The registrations stay listed by AllTasks.
+//
+// Shutdown waits for event handlers: called from one, it can return only when ctx ends.
 func (h *Host) Shutdown(ctx context.Context) error {
 	h.lock()
 	if !h.closed {
