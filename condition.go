@@ -105,7 +105,7 @@ func (h *Host) watchConditions(r *Registration) {
 	for k, c := range r.conditions {
 		stop := func() {}
 		if err := protect(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, k) }); return nil }); err != nil {
-			h.log.Error("bgtask: panic in Condition.Watch recovered", "task", r.name, "panic", err.Error())
+			h.logPanic("Condition.Watch", err, r.attrs()...)
 		}
 		if stop == nil {
 			stop = func() {}
@@ -134,7 +134,7 @@ func (h *Host) conditionChanged(r *Registration, k int) {
 	gen := r.cond.gen[k].Add(1)
 	var ok bool
 	if err := protect(func() error { ok = r.conditions[k].Satisfied(h); return nil }); err != nil {
-		h.log.Error("bgtask: panic in Condition.Satisfied recovered", "task", r.name, "panic", err.Error())
+		h.logPanic("Condition.Satisfied", err, r.attrs()...)
 	}
 	h.lock()
 	if gen <= r.cond.applied[k] || r.unregistered {

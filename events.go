@@ -144,7 +144,7 @@ func raise[T any](r *Registration, i *instance, event string, l *handlers[T], ar
 			continue
 		}
 		if err := call(h.f, args); err != nil {
-			r.host.logPanic(event+" handler", i, err)
+			r.host.logPanic(event+" handler", err, i.attrs()...)
 		}
 	}
 }

@@ -346,9 +346,10 @@ func (h *Host) unregisterLocked(r *Registration) {
 	h.quietLocked(r)
 }
 
-// logPanic logs a recovered panic of a handler.
-func (h *Host) logPanic(where string, i *instance, err error) {
-	attrs := append(i.attrs(), slog.String("panic", err.Error()))
+// logPanic logs a recovered panic of the program's code: where names it, attrs say for
+// which registration or instance.
+func (h *Host) logPanic(where string, err error, attrs ...any) {
+	attrs = append(attrs, slog.String("panic", err.Error()))
 	var pe *PanicError
 	if errors.As(err, &pe) {
 		attrs = append(attrs, slog.String("stack", string(pe.Stack)))

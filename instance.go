@@ -264,7 +264,7 @@ func (i *instance) cancel(reason CancellationReason) {
 func (i *instance) callCanceled(hs []*CanceledHandler, reason CancellationReason) {
 	for _, h := range hs {
 		if err := protect(func() error { (*h)(i, reason); return nil }); err != nil {
-			i.reg.host.logPanic("Canceled handler", i, err)
+			i.reg.host.logPanic("Canceled handler", err, i.attrs()...)
 		}
 	}
 }
@@ -336,8 +336,9 @@ func (i *instance) addTimer(d time.Duration, f func()) {
 	i.mu.Unlock()
 }
 
+// attrs are the log attributes naming the instance: its task and its id.
 func (i *instance) attrs() []any {
-	return []any{slog.String("task", i.reg.name), slog.String("instance", i.id.String())}
+	return append(i.reg.attrs(), slog.String("instance", i.id.String()))
 }
 
 // outstanding says what keeps the instance from finishing.

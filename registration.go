@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,6 +105,9 @@ func (r *Registration) Unregister(cancelTask bool) {
 		inst.cancel(Abort)
 	}
 }
+
+// attrs are the log attributes naming the registration.
+func (r *Registration) attrs() []any { return []any{slog.String("task", r.name)} }
 
 // maxExecution is the instance time limit in force: the builder's, else the policy's.
 func (r *Registration) maxExecution() time.Duration {

@@ -3,6 +3,7 @@ package bgtask
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"maps"
 	"strconv"
 	"sync"
@@ -149,8 +150,12 @@ func (t *CustomTrigger) attach(r *Registration) {
 	h.lib.Go(func() {
 		err := protect(func() error { return t.Watch(ctx, fire) })
 		var pe *PanicError
-		if errors.As(err, &pe) || err != nil && ctx.Err() == nil {
-			h.log.Error("bgtask: custom trigger stopped", "task", r.name, "err", err.Error())
+		if panicked := errors.As(err, &pe); panicked || err != nil && ctx.Err() == nil {
+			attrs := append(r.attrs(), slog.String("err", err.Error()))
+			if panicked {
+				attrs = append(attrs, slog.String("stack", string(pe.Stack)))
+			}
+			h.log.Error("bgtask: custom trigger stopped", attrs...)
 		}
 	})
 }
