@@ -38,6 +38,7 @@ func NewCondition(satisfied bool) *Switch { return &Switch{on: satisfied} }
 // Set sets whether the condition holds. When that changes it, the hosts of every
 // registration using the switch are told before Set returns: held fires may start, and
 // instances registered with CancelOnConditionLoss are canceled when it stops holding.
+// Set does not wait for the started or canceled instances.
 func (s *Switch) Set(satisfied bool) {
 	s.mu.Lock()
 	if s.on == satisfied {

@@ -73,7 +73,8 @@ func NewHost(opts ...Option) (*Host, error) {
 // Register validates b and registers it: from now on its trigger starts its task. The
 // errors match [ErrNoTrigger], [ErrNoTask], [ErrUnknownEntryPoint],
 // [ErrInvalidFreshness], [ErrHostClosed], or [ErrInvalidArgument] for an empty name, a
-// negative MaxExecutionTime or a nil condition.
+// negative MaxExecutionTime or a nil condition. Register does not start the task: the
+// trigger does, when it fires.
 func (h *Host) Register(b Builder) (*Registration, error) {
 	task, err := h.check(b)
 	if err != nil {

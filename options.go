@@ -24,7 +24,9 @@ func WithPolicy(p Policy) Option {
 
 // WithLogger sets where the host logs what it cannot return: panics in event handlers,
 // terminated instances, Go calls after the end. Records carry the task name ("task") and
-// the instance id ("instance"). A nil l discards the log. Default: [slog.Default].
+// the instance id ("instance"). The logger is called on the goroutine where the event
+// happened, never with a lock of the library held, so its handler may block. A nil l
+// discards the log. Default: [slog.Default].
 func WithLogger(l *slog.Logger) Option {
 	return Option{func(h *Host) error {
 		if l == nil {

@@ -27,8 +27,8 @@ func (h *Host) Suspend() { h.suspend(pauseProgram) }
 
 // Resume ends a suspension begun by Suspend: instances blocked in Checkpoint go on and the
 // held fires start (each registration once, with its latest details). The host stays
-// suspended while memory pressure lasts (see [Policy].MemoryLimitFraction). Resume
-// without Suspend does nothing.
+// suspended while memory pressure lasts (see [Policy].MemoryLimitFraction). Resume does
+// not wait for the instances it lets go on or starts. Resume without Suspend does nothing.
 func (h *Host) Resume() { h.resume(pauseProgram) }
 
 func (h *Host) suspend(by uint8) {

@@ -188,8 +188,9 @@ func (h *Host) systemConditionLocked(c SystemConditionType) bool {
 // SetCondition sets whether the system condition c holds on this host, and its negation
 // (UserPresent and UserNotPresent, InternetAvailable and InternetNotAvailable,
 // SessionConnected and SessionDisconnected) to the opposite. Registrations waiting on it
-// start or, with CancelOnConditionLoss, are canceled before SetCondition returns. A type
-// that is not one of the constants is logged and otherwise ignored.
+// start or, with CancelOnConditionLoss, are canceled before SetCondition returns;
+// SetCondition does not wait for those instances. A type that is not one of the
+// constants is logged and otherwise ignored.
 func (h *Host) SetCondition(c SystemConditionType, satisfied bool) {
 	if !c.valid() {
 		h.log.Warn("bgtask: SetCondition with an unknown type ignored", "type", c.String())

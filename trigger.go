@@ -132,7 +132,8 @@ type CustomTrigger struct {
 	// Watch runs once per registration, on a goroutine of the host, from Register until
 	// the registration is unregistered or the host shuts down; ctx is then done, and Watch
 	// must return. It calls fire to start the task; the instance's TriggerDetails are the
-	// details given. fire never blocks and answers as Request would, but a fire while the
+	// details given. fire may be called from any goroutine; it takes the host's lock
+	// briefly, does not wait for the task, and answers as Request would, but a fire while the
 	// instance runs, the host is suspended or a condition does not hold is held rather than
 	// refused: several held fires start one instance, with the latest details. A panic in
 	// Watch is recovered and logged, as is an error it returns before ctx is done; either
