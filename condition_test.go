@@ -14,13 +14,11 @@ import (
 
 func TestHeldFireStartsWhenConditionHolds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		online := bgtask.NewCondition(false)
 		trig := bgtask.NewApplicationTrigger()
 		rec := newRecorder(nil)
-		_, err = h.Register(bgtask.Builder{Name: "sync", Task: rec, Trigger: trig, Conditions: []bgtask.Condition{online}})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "sync", Task: rec, Trigger: trig, Conditions: []bgtask.Condition{online}})
 		for _, n := range []int{1, 2, 3} {
 			res, err := trig.Request(context.Background(), map[string]any{"n": n})
 			require.NoError(t, err)
@@ -41,8 +39,7 @@ func TestCancelOnConditionLoss(t *testing.T) {
 	for _, cancelOnLoss := range []bool{true, false} {
 		t.Run(map[bool]string{true: "cancel", false: "run on"}[cancelOnLoss], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, err := bgtask.NewHost()
-				require.NoError(t, err)
+				h := newHost(t)
 				online := bgtask.NewCondition(true)
 				trig := bgtask.NewApplicationTrigger()
 				release := make(chan struct{})
@@ -81,8 +78,7 @@ func TestCancelOnConditionLoss(t *testing.T) {
 func TestSystemConditions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		log := new(syncBuffer)
-		h, err := bgtask.NewHost(bgtask.WithLogger(slogTo(log)))
-		require.NoError(t, err)
+		h := newHost(t, bgtask.WithLogger(slogTo(log)))
 		holds := map[bgtask.SystemConditionType]bool{
 			bgtask.SystemConditionUserPresent: true, bgtask.SystemConditionUserNotPresent: false,
 			bgtask.SystemConditionInternetAvailable: true, bgtask.SystemConditionInternetNotAvailable: false,
@@ -101,7 +97,7 @@ func TestSystemConditions(t *testing.T) {
 
 		trig := bgtask.NewApplicationTrigger()
 		rec := newRecorder(nil)
-		_, err = h.Register(bgtask.Builder{Name: "online", Task: rec, Trigger: trig,
+		_, err := h.Register(bgtask.Builder{Name: "online", Task: rec, Trigger: trig,
 			Conditions: []bgtask.Condition{bgtask.SystemCondition{Type: bgtask.SystemConditionInternetAvailable}}})
 		require.NoError(t, err)
 		_, err = trig.Request(context.Background(), nil)
@@ -148,14 +144,12 @@ func (f *flag) set(on bool) {
 
 func TestUserWrittenCondition(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		f := &flag{}
 		trig := bgtask.NewApplicationTrigger()
 		rec := newRecorder(nil)
-		_, err = h.Register(bgtask.Builder{Name: "u", Task: rec, Trigger: trig, Conditions: []bgtask.Condition{f, bgtask.NewCondition(true)}})
-		require.NoError(t, err)
-		_, err = trig.Request(context.Background(), nil)
+		mustRegister(t, h, bgtask.Builder{Name: "u", Task: rec, Trigger: trig, Conditions: []bgtask.Condition{f, bgtask.NewCondition(true)}})
+		_, err := trig.Request(context.Background(), nil)
 		require.NoError(t, err)
 		synctest.Wait()
 		assert.Empty(t, rec.drain())
@@ -180,13 +174,11 @@ func (p panicky) Watch(*bgtask.Host, func()) func() {
 func TestConditionPanicsAreRecovered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		log := new(syncBuffer)
-		h, err := bgtask.NewHost(bgtask.WithLogger(slogTo(log)))
-		require.NoError(t, err)
+		h := newHost(t, bgtask.WithLogger(slogTo(log)))
 		trig := bgtask.NewApplicationTrigger()
 		rec := newRecorder(nil)
-		reg, err := h.Register(bgtask.Builder{Name: "p", Task: rec, Trigger: trig, Conditions: []bgtask.Condition{panicky{}, panicky{inWatch: true}}})
-		require.NoError(t, err)
-		_, err = trig.Request(context.Background(), nil)
+		reg := mustRegister(t, h, bgtask.Builder{Name: "p", Task: rec, Trigger: trig, Conditions: []bgtask.Condition{panicky{}, panicky{inWatch: true}}})
+		_, err := trig.Request(context.Background(), nil)
 		require.NoError(t, err)
 		synctest.Wait()
 		assert.Empty(t, rec.drain(), "a condition that panics does not hold")
@@ -198,8 +190,7 @@ func TestConditionPanicsAreRecovered(t *testing.T) {
 }
 
 func TestConditionBadInput(t *testing.T) {
-	h, err := bgtask.NewHost()
-	require.NoError(t, err)
+	h := newHost(t)
 	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
 	for _, c := range []bgtask.Condition{nil, bgtask.SystemCondition{Type: 0}, bgtask.SystemCondition{Type: 9}} {
 		_, err := h.Register(bgtask.Builder{Name: "x", Task: task, Trigger: bgtask.NewApplicationTrigger(), Conditions: []bgtask.Condition{c}})

@@ -86,3 +86,19 @@ func (b *syncBuffer) String() string {
 
 // slogTo returns a logger that writes text records into b.
 func slogTo(b *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+
+// newHost returns a host made with opts, failing the test if NewHost fails.
+func newHost(t *testing.T, opts ...bgtask.Option) *bgtask.Host {
+	t.Helper()
+	h, err := bgtask.NewHost(opts...)
+	require.NoError(t, err)
+	return h
+}
+
+// mustRegister registers b on h, failing the test if Register fails.
+func mustRegister(t *testing.T, h *bgtask.Host, b bgtask.Builder) *bgtask.Registration {
+	t.Helper()
+	r, err := h.Register(b)
+	require.NoError(t, err)
+	return r
+}

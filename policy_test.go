@@ -133,8 +133,7 @@ func TestIdleDetectionPausesWhileSuspended(t *testing.T) {
 
 func TestMaxConcurrentQueuesFiresInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost(bgtask.WithPolicy(bgtask.Policy{MaxConcurrent: 2}))
-		require.NoError(t, err)
+		h := newHost(t, bgtask.WithPolicy(bgtask.Policy{MaxConcurrent: 2}))
 		order := make(chan string, 10)
 		release := make(chan struct{})
 		var trigs []*bgtask.ApplicationTrigger

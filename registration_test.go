@@ -119,8 +119,7 @@ func TestRegisterRejectsBadBuilders(t *testing.T) {
 		{"negative time limit", bgtask.Builder{Name: "x", Task: task, Trigger: trig, MaxExecutionTime: -time.Second}, bgtask.ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, err := bgtask.NewHost()
-			require.NoError(t, err)
+			h := newHost(t)
 			r, err := h.Register(tc.b)
 			assert.ErrorIs(t, err, tc.want)
 			assert.Nil(t, r)
@@ -138,8 +137,7 @@ func TestEntryPoint(t *testing.T) {
 		})))
 		require.NoError(t, err)
 		trig := bgtask.NewApplicationTrigger()
-		_, err = h.Register(bgtask.Builder{Name: "by name", TaskEntryPoint: "sync", Trigger: trig})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "by name", TaskEntryPoint: "sync", Trigger: trig})
 		_, err = trig.Request(context.Background(), nil)
 		require.NoError(t, err)
 		assert.Equal(t, "by name", <-ran)
@@ -168,20 +166,17 @@ func TestOptionsRejectBadInput(t *testing.T) {
 			assert.Nil(t, h)
 		})
 	}
-	h, err := bgtask.NewHost(bgtask.WithLogger(nil), bgtask.Option{})
-	require.NoError(t, err)
+	h := newHost(t, bgtask.WithLogger(nil), bgtask.Option{})
 	require.NoError(t, h.Shutdown(context.Background()))
 }
 
 func TestAllTasksAndLookup(t *testing.T) {
-	h, err := bgtask.NewHost()
-	require.NoError(t, err)
+	h := newHost(t)
 	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
 	trig := bgtask.NewApplicationTrigger()
 	var regs []*bgtask.Registration
 	for _, name := range []string{"b", "a", "b", "c"} {
-		r, err := h.Register(bgtask.Builder{Name: name, Task: task, Trigger: trig})
-		require.NoError(t, err)
+		r := mustRegister(t, h, bgtask.Builder{Name: name, Task: task, Trigger: trig})
 		assert.Same(t, trig, r.Trigger())
 		regs = append(regs, r)
 	}

@@ -61,14 +61,12 @@ func scheduledAt(t *testing.T, start time.Time, x runRecord) time.Duration {
 
 func TestTimeTriggerFiresOnItsGridWithoutDrift(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		rec := newRecorder(func(context.Context, bgtask.BackgroundTaskInstance) error {
 			time.Sleep(3 * time.Second) // a run takes time; the next fire must not drift by it
 			return nil
 		})
-		_, err = h.Register(bgtask.Builder{Name: "tick", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "tick", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
 		time.Sleep(45 * time.Second)
 		synctest.Wait()
 		runs := rec.drain()
@@ -84,8 +82,7 @@ func TestTimeTriggerFiresOnItsGridWithoutDrift(t *testing.T) {
 
 func TestTimeTriggerCoalescesMissedFiresIntoOneCatchUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		first := true
 		rec := newRecorder(func(context.Context, bgtask.BackgroundTaskInstance) error {
 			if first {
@@ -94,8 +91,7 @@ func TestTimeTriggerCoalescesMissedFiresIntoOneCatchUp(t *testing.T) {
 			}
 			return nil
 		})
-		_, err = h.Register(bgtask.Builder{Name: "slow", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "slow", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
 		time.Sleep(55 * time.Second)
 		synctest.Wait()
 		runs := rec.drain()
@@ -110,11 +106,9 @@ func TestTimeTriggerCoalescesMissedFiresIntoOneCatchUp(t *testing.T) {
 
 func TestTimeTriggerOneShot(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		rec := newRecorder(nil)
-		reg, err := h.Register(bgtask.Builder{Name: "once", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute, OneShot: true}})
-		require.NoError(t, err)
+		reg := mustRegister(t, h, bgtask.Builder{Name: "once", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute, OneShot: true}})
 		time.Sleep(10 * time.Minute)
 		synctest.Wait()
 		assert.Len(t, rec.drain(), 1)
@@ -126,13 +120,10 @@ func TestTimeTriggerOneShot(t *testing.T) {
 
 func TestTimeTriggerUnregisterStopsFires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		a, b := newRecorder(nil), newRecorder(nil)
-		ra, err := h.Register(bgtask.Builder{Name: "a", Task: a, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
-		require.NoError(t, err)
-		_, err = h.Register(bgtask.Builder{Name: "b", Task: b, Trigger: &bgtask.TimeTrigger{FreshnessTime: 15 * time.Second}})
-		require.NoError(t, err)
+		ra := mustRegister(t, h, bgtask.Builder{Name: "a", Task: a, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
+		mustRegister(t, h, bgtask.Builder{Name: "b", Task: b, Trigger: &bgtask.TimeTrigger{FreshnessTime: 15 * time.Second}})
 		time.Sleep(25 * time.Second)
 		ra.Unregister(false)
 		time.Sleep(35 * time.Second)
@@ -159,9 +150,8 @@ func TestTimeTriggerFreshnessValidation(t *testing.T) {
 		{"at the policy minimum", 15 * time.Minute, 15 * time.Minute, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, err := bgtask.NewHost(bgtask.WithPolicy(bgtask.Policy{MinFreshness: tc.minimum}))
-			require.NoError(t, err)
-			_, err = h.Register(bgtask.Builder{Name: "t", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: tc.freshness}})
+			h := newHost(t, bgtask.WithPolicy(bgtask.Policy{MinFreshness: tc.minimum}))
+			_, err := h.Register(bgtask.Builder{Name: "t", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: tc.freshness}})
 			if tc.ok {
 				assert.NoError(t, err)
 			} else {
@@ -174,12 +164,10 @@ func TestTimeTriggerFreshnessValidation(t *testing.T) {
 
 func TestTimeTriggersShareOneGoroutine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
 		for k := range 1000 {
-			_, err := h.Register(bgtask.Builder{Name: "t", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Duration(k+1) * time.Second}})
-			require.NoError(t, err)
+			mustRegister(t, h, bgtask.Builder{Name: "t", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Duration(k+1) * time.Second}})
 		}
 		synctest.Wait()
 		assert.Equal(t, 1, goroutinesIn("bgtask.(*scheduler).loop"))
@@ -190,11 +178,9 @@ func TestTimeTriggersShareOneGoroutine(t *testing.T) {
 
 func TestTimeTriggerHeldWhileSuspended(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		rec := newRecorder(nil)
-		_, err = h.Register(bgtask.Builder{Name: "t", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "t", Task: rec, Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}})
 		h.Suspend()
 		time.Sleep(35 * time.Second)
 		synctest.Wait()

@@ -13,16 +13,13 @@ import (
 
 func TestSignalFiresRegistrationsOfThatType(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		net, tz := newRecorder(nil), newRecorder(nil)
 		shared := &bgtask.SystemTrigger{Type: bgtask.SystemTriggerNetworkStateChange}
 		for range 2 {
-			_, err = h.Register(bgtask.Builder{Name: "net", Task: net, Trigger: shared})
-			require.NoError(t, err)
+			mustRegister(t, h, bgtask.Builder{Name: "net", Task: net, Trigger: shared})
 		}
-		_, err = h.Register(bgtask.Builder{Name: "tz", Task: tz, Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerTimeZoneChange}})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "tz", Task: tz, Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerTimeZoneChange}})
 		h.Signal(bgtask.SystemTriggerNetworkStateChange)
 		synctest.Wait()
 		runs := net.drain()
@@ -46,12 +43,10 @@ func TestSignalFiresRegistrationsOfThatType(t *testing.T) {
 
 func TestSignalWhileRunningIsHeldAndCoalesced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		release := make(chan struct{})
 		rec := newRecorder(func(context.Context, bgtask.BackgroundTaskInstance) error { <-release; return nil })
-		_, err = h.Register(bgtask.Builder{Name: "s", Task: rec, Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerUserPresent}})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "s", Task: rec, Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerUserPresent}})
 		for range 4 {
 			h.Signal(bgtask.SystemTriggerUserPresent)
 		}
@@ -85,11 +80,9 @@ func TestOneShotForEveryTriggerKind(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h, err := bgtask.NewHost()
-				require.NoError(t, err)
+				h := newHost(t)
 				rec := newRecorder(nil)
-				reg, err := h.Register(bgtask.Builder{Name: "once", Task: rec, Trigger: tc.trig})
-				require.NoError(t, err)
+				reg := mustRegister(t, h, bgtask.Builder{Name: "once", Task: rec, Trigger: tc.trig})
 				fire := tc.fire
 				if fire == nil {
 					fire = func(*bgtask.Host) { _, _ = tc.trig.(*bgtask.ApplicationTrigger).Request(context.Background(), nil) }
@@ -108,15 +101,14 @@ func TestOneShotForEveryTriggerKind(t *testing.T) {
 }
 
 func TestSystemTriggerBadInput(t *testing.T) {
-	h, err := bgtask.NewHost()
-	require.NoError(t, err)
+	h := newHost(t)
 	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
 	for _, trig := range []bgtask.Trigger{&bgtask.SystemTrigger{Type: 1}, &bgtask.SystemTrigger{}, &bgtask.CustomTrigger{}} {
-		_, err = h.Register(bgtask.Builder{Name: "x", Task: task, Trigger: trig})
+		_, err := h.Register(bgtask.Builder{Name: "x", Task: task, Trigger: trig})
 		assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
 	}
 	for _, trig := range []bgtask.Trigger{(*bgtask.SystemTrigger)(nil), (*bgtask.TimeTrigger)(nil), (*bgtask.CustomTrigger)(nil)} {
-		_, err = h.Register(bgtask.Builder{Name: "x", Task: task, Trigger: trig})
+		_, err := h.Register(bgtask.Builder{Name: "x", Task: task, Trigger: trig})
 		assert.ErrorIs(t, err, bgtask.ErrNoTrigger)
 	}
 	require.NoError(t, h.Shutdown(context.Background()))
@@ -135,8 +127,7 @@ func TestSystemTriggerTypeStrings(t *testing.T) {
 func TestCustomTrigger(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		log := new(syncBuffer)
-		h, err := bgtask.NewHost(bgtask.WithLogger(slogTo(log)))
-		require.NoError(t, err)
+		h := newHost(t, bgtask.WithLogger(slogTo(log)))
 		files := make(chan string)
 		watching := make(chan struct{}, 2)
 		trig := &bgtask.CustomTrigger{Watch: func(ctx context.Context, fire func(any) bgtask.ApplicationTriggerResult) error {
@@ -151,8 +142,7 @@ func TestCustomTrigger(t *testing.T) {
 			}
 		}}
 		rec := newRecorder(nil)
-		reg, err := h.Register(bgtask.Builder{Name: "on file", Task: rec, Trigger: trig})
-		require.NoError(t, err)
+		reg := mustRegister(t, h, bgtask.Builder{Name: "on file", Task: rec, Trigger: trig})
 		<-watching
 		files <- "a.txt"
 		synctest.Wait()
@@ -163,11 +153,10 @@ func TestCustomTrigger(t *testing.T) {
 		reg.Unregister(false)
 		synctest.Wait() // Watch returned: synctest would report it blocked otherwise at the end
 
-		_, err = h.Register(bgtask.Builder{Name: "panics", Task: rec, Trigger: &bgtask.CustomTrigger{
+		_, err := h.Register(bgtask.Builder{Name: "panics", Task: rec, Trigger: &bgtask.CustomTrigger{
 			Watch: func(context.Context, func(any) bgtask.ApplicationTriggerResult) error { panic("watch") }}})
 		require.NoError(t, err)
-		_, err = h.Register(bgtask.Builder{Name: "again", Task: rec, Trigger: trig})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "again", Task: rec, Trigger: trig})
 		<-watching
 		require.NoError(t, h.Shutdown(context.Background()), "Shutdown stops Watch")
 		assert.Contains(t, log.String(), "custom trigger stopped")

@@ -49,18 +49,15 @@ func TestRequestResults(t *testing.T) {
 
 func TestRequestWithSeveralRegistrations(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := bgtask.NewHost()
-		require.NoError(t, err)
+		h := newHost(t)
 		trig := bgtask.NewApplicationTrigger()
 		release := make(chan struct{})
 		block := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { <-release; return nil })
-		a, err := h.Register(bgtask.Builder{Name: "a", Task: block, Trigger: trig})
-		require.NoError(t, err)
+		a := mustRegister(t, h, bgtask.Builder{Name: "a", Task: block, Trigger: trig})
 		res, err := trig.Request(context.Background(), nil)
 		require.NoError(t, err)
 		assert.Equal(t, bgtask.Allowed, res)
-		_, err = h.Register(bgtask.Builder{Name: "b", Task: block, Trigger: trig})
-		require.NoError(t, err)
+		mustRegister(t, h, bgtask.Builder{Name: "b", Task: block, Trigger: trig})
 
 		res, _ = trig.Request(context.Background(), nil)
 		assert.Equal(t, bgtask.Allowed, res, "b accepted while a runs")
