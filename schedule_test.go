@@ -207,3 +207,25 @@ func goroutinesIn(fn string) int {
 	}
 	return n
 }
+
+func TestRegistrationKeepsTheTriggerAsRegistered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t)
+		timed, app := newRecorder(nil), newRecorder(nil)
+		tt := &bgtask.TimeTrigger{FreshnessTime: 10 * time.Second}
+		mustRegister(t, h, bgtask.Builder{Name: "timed", Task: timed, Trigger: tt})
+		at := bgtask.NewApplicationTrigger()
+		mustRegister(t, h, bgtask.Builder{Name: "app", Task: app, Trigger: at})
+		tt.FreshnessTime = time.Hour // changed after Register: no effect
+		at.OneShot = true
+		time.Sleep(25 * time.Second)
+		for range 2 {
+			_, err := at.Request(context.Background(), nil)
+			require.NoError(t, err)
+			synctest.Wait()
+		}
+		assert.Len(t, timed.drain(), 2, "still every 10s")
+		assert.Len(t, app.drain(), 2, "still registered after its first run")
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
