@@ -52,20 +52,23 @@ func (s *retireStack) push(i *instance) {
 	}
 }
 
-// retireLocked takes every pushed instance and retires them, oldest first.
+// retireLocked takes every pushed instance and retires them, oldest first: the stack is
+// newest first, so it is reversed in place.
 func (h *Host) retireLocked() {
-	top := h.retired.head.Swap(nil)
-	if top == nil {
+	var oldest *instance
+	for i := h.retired.head.Swap(nil); i != nil; {
+		next := i.retireNext
+		i.retireNext, oldest = oldest, i
+		i = next
+	}
+	if oldest == nil {
 		return
 	}
-	var order []*instance
-	for i := top; i != nil; i = i.retireNext {
-		order = append(order, i)
-	}
-	for k := len(order) - 1; k >= 0; k-- {
-		i := order[k]
+	for i := oldest; i != nil; {
+		next := i.retireNext
 		i.retireNext = nil
 		h.retireOneLocked(i)
+		i = next
 	}
 	h.dispatchLocked()
 }
