@@ -198,7 +198,10 @@ func (i *instance) run(delegated []*instance) {
 	drain := i.release(runRef, true)
 	i.goroutineDone()
 	if drain {
-		i.reg.host.drainCounted(i.reg)
+		// Not drainCounted: a frame less on the way to the handlers (see raise). drain
+		// cannot panic, handlers' panics being recovered in call.
+		i.reg.drain()
+		i.reg.host.lib.done()
 	}
 }
 
