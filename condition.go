@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -20,7 +21,9 @@ type Condition interface {
 	// Watch arranges for changed to be called, from any goroutine, each time Satisfied
 	// may have changed, until stop is called. changed calls Satisfied and takes the host's
 	// lock briefly: call it without holding a lock that Satisfied needs. Watch is called
-	// once per registration, by Register; stop, by Unregister or Shutdown.
+	// once per registration, by Register, on its goroutine; stop once, by Unregister or
+	// Shutdown, on a goroutine of the library. A panic in any of the three is recovered
+	// and logged.
 	Watch(h *Host, changed func()) (stop func())
 }
 
@@ -29,7 +32,7 @@ type Condition interface {
 type Switch struct {
 	mu       sync.Mutex
 	on       bool
-	watchers map[*func()]struct{}
+	watchers subscribers[func()]
 }
 
 // NewCondition returns a Switch that starts as satisfied says.
@@ -41,18 +44,20 @@ func NewCondition(satisfied bool) *Switch { return &Switch{on: satisfied} }
 // Set does not wait for the started or canceled instances.
 func (s *Switch) Set(satisfied bool) {
 	s.mu.Lock()
-	if s.on == satisfied {
-		s.mu.Unlock()
-		return
-	}
+	changed := s.on != satisfied
 	s.on = satisfied
-	notify := make([]func(), 0, len(s.watchers))
-	for f := range s.watchers {
-		notify = append(notify, *f)
-	}
 	s.mu.Unlock()
-	for _, f := range notify {
-		f()
+	if changed {
+		callAll(s.watchers.load())
+	}
+}
+
+// callAll calls each func not removed.
+func callAll(subs []*subscriber[func()]) {
+	for _, sub := range subs {
+		if !sub.removed.Load() {
+			sub.f()
+		}
 	}
 }
 
@@ -64,19 +69,117 @@ func (s *Switch) Satisfied(*Host) bool {
 }
 
 // Watch calls changed on each change made by Set, on Set's goroutine.
-func (s *Switch) Watch(_ *Host, changed func()) (stop func()) {
-	p := &changed
-	s.mu.Lock()
-	if s.watchers == nil {
-		s.watchers = make(map[*func()]struct{})
+func (s *Switch) Watch(_ *Host, changed func()) (stop func()) { return s.watchers.add(changed) }
+
+// SystemConditionType is a system state that a [SystemCondition] requires. The values are
+// those of the Windows SystemConditionType enumeration.
+type SystemConditionType int
+
+// The system condition types. Until [Host.SetCondition] says otherwise, the positive ones
+// hold (UserPresent, InternetAvailable, SessionConnected, FreeNetworkAvailable,
+// BackgroundWorkCostNotHigh) and their negations do not.
+const (
+	SystemConditionUserPresent               SystemConditionType = 1
+	SystemConditionUserNotPresent            SystemConditionType = 2
+	SystemConditionInternetAvailable         SystemConditionType = 3
+	SystemConditionInternetNotAvailable      SystemConditionType = 4
+	SystemConditionSessionConnected          SystemConditionType = 5
+	SystemConditionSessionDisconnected       SystemConditionType = 6
+	SystemConditionFreeNetworkAvailable      SystemConditionType = 7
+	SystemConditionBackgroundWorkCostNotHigh SystemConditionType = 8
+)
+
+var systemConditionNames = [...]string{"", "UserPresent", "UserNotPresent", "InternetAvailable",
+	"InternetNotAvailable", "SessionConnected", "SessionDisconnected", "FreeNetworkAvailable",
+	"BackgroundWorkCostNotHigh"}
+
+// String returns the type's name without its prefix, such as "InternetAvailable", or
+// "SystemConditionType(N)" for a value that is not one of the constants.
+func (c SystemConditionType) String() string {
+	if c.valid() {
+		return systemConditionNames[c]
 	}
-	s.watchers[p] = struct{}{}
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.watchers, p)
-		s.mu.Unlock()
+	return "SystemConditionType(" + strconv.Itoa(int(c)) + ")"
+}
+
+func (c SystemConditionType) valid() bool {
+	return c >= SystemConditionUserPresent && c <= SystemConditionBackgroundWorkCostNotHigh
+}
+
+// negation returns the type that always has the opposite value, if c has one.
+func (c SystemConditionType) negation() (SystemConditionType, bool) {
+	if c > SystemConditionSessionDisconnected {
+		return 0, false
 	}
+	if c%2 == 1 {
+		return c + 1, true
+	}
+	return c - 1, true
+}
+
+// SystemCondition is a [Condition] on the system state of the host it is registered
+// with, set by [Host.SetCondition]. It is used as a plain value.
+type SystemCondition struct {
+	Type SystemConditionType
+}
+
+// Satisfied reports whether the condition holds on h.
+func (c SystemCondition) Satisfied(h *Host) bool {
+	h.lock()
+	defer h.unlock()
+	return h.systemConditionLocked(c.Type)
+}
+
+// Watch calls changed after each [Host.SetCondition] on h that changes the condition,
+// on the goroutine that called SetCondition.
+func (c SystemCondition) Watch(h *Host, changed func()) (stop func()) {
+	h.lock()
+	defer h.unlock()
+	if h.sysWatch == nil {
+		h.sysWatch = make(map[SystemConditionType]*subscribers[func()])
+	}
+	if h.sysWatch[c.Type] == nil {
+		h.sysWatch[c.Type] = new(subscribers[func()])
+	}
+	return h.sysWatch[c.Type].add(changed)
+}
+
+func (h *Host) systemConditionLocked(c SystemConditionType) bool {
+	if v, ok := h.sysState[c]; ok {
+		return v
+	}
+	negative := c <= SystemConditionSessionDisconnected && c%2 == 0
+	return !negative
+}
+
+// SetCondition sets whether the system condition c holds on this host, and its negation
+// (UserPresent and UserNotPresent, InternetAvailable and InternetNotAvailable,
+// SessionConnected and SessionDisconnected) to the opposite. Registrations waiting on it
+// start or, with CancelOnConditionLoss, are canceled before SetCondition returns;
+// SetCondition does not wait for those instances. A type that is not one of the
+// constants is logged and otherwise ignored.
+func (h *Host) SetCondition(c SystemConditionType, satisfied bool) {
+	if !c.valid() {
+		h.log.Warn("bgtask: SetCondition with an unknown type ignored", "type", c.String())
+		return
+	}
+	h.lock()
+	if h.sysState == nil {
+		h.sysState = make(map[SystemConditionType]bool)
+	}
+	var notify []*subscriber[func()]
+	set := func(c SystemConditionType, v bool) {
+		if h.systemConditionLocked(c) != v && h.sysWatch[c] != nil {
+			notify = append(notify, h.sysWatch[c].load()...)
+		}
+		h.sysState[c] = v
+	}
+	set(c, satisfied)
+	if n, ok := c.negation(); ok {
+		set(n, !satisfied)
+	}
+	h.unlock()
+	callAll(notify)
 }
 
 // condState is a registration's view of its conditions, kept by the host.
@@ -104,12 +207,9 @@ func (h *Host) watchConditions(r *Registration) {
 		stops:   make([]func(), n),
 	}
 	for k, c := range r.conditions {
-		stop := func() {}
-		if err := protect(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, k) }); return nil }); err != nil {
+		var stop func()
+		if err := capture(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, k) }); return nil }); err != nil {
 			h.logPanic("Condition.Watch", err, r.attrs()...)
-		}
-		if stop == nil {
-			stop = func() {}
 		}
 		r.cond.stops[k] = stop
 	}
@@ -118,13 +218,15 @@ func (h *Host) watchConditions(r *Registration) {
 	}
 }
 
-// unwatch ends r's condition subscriptions; Unregister and Shutdown call it, once.
-func (r *Registration) unwatch() {
-	if r.cond == nil {
-		return
-	}
+// unwatch ends r's condition subscriptions, on job j; Unregister and Shutdown call it once.
+func (r *Registration) unwatch(j *job) {
 	for _, stop := range r.cond.stops {
-		_ = protect(func() error { stop(); return nil })
+		if stop == nil {
+			continue
+		}
+		if err := callUser(j, &inConditionStop, stop); err != nil {
+			r.host.logPanic(inConditionStop, err, r.attrs()...)
+		}
 	}
 }
 
@@ -134,7 +236,7 @@ func (r *Registration) unwatch() {
 func (h *Host) conditionChanged(r *Registration, k int) {
 	gen := r.cond.gen[k].Add(1)
 	var ok bool
-	if err := protect(func() error { ok = r.conditions[k].Satisfied(h); return nil }); err != nil {
+	if err := capture(func() error { ok = r.conditions[k].Satisfied(h); return nil }); err != nil {
 		h.logPanic("Condition.Satisfied", err, r.attrs()...)
 	}
 	h.lock()
@@ -149,9 +251,7 @@ func (h *Host) conditionChanged(r *Registration, k int) {
 	switch {
 	case ok && !was:
 		r.cond.unmet--
-		if r.cond.unmet == 0 {
-			h.dispatchLocked()
-		}
+		h.tryStartLocked(r)
 	case !ok && was:
 		r.cond.unmet++
 		if r.cancelOnLoss {
@@ -164,4 +264,4 @@ func (h *Host) conditionChanged(r *Registration, k int) {
 	}
 }
 
-func (h *Host) conditionsHoldLocked(r *Registration) bool { return r.cond == nil || r.cond.unmet == 0 }
+func (r *Registration) conditionsHoldLocked() bool { return r.cond == nil || r.cond.unmet == 0 }

@@ -2,15 +2,22 @@ package bgtask
 
 import (
 	"math"
+	"runtime"
+	"strconv"
 	"sync/atomic"
-	"unsafe"
+	"time"
 )
 
-// An instance's reference count packs two things into one int64, so that one atomic
-// operation sees both: runRef while Run has not returned, plus one for each deferral not
-// yet completed. The instance finishes when the count drops to zero. Termination swaps in
-// deadRefs, a value so far below zero that no number of late Completes or GetDeferrals can
-// bring it back to zero or above.
+// An instance's reference count is the one word that says whether it has ended. It counts
+// runRef while Run has not returned, plus one for each deferral not yet completed:
+//
+//	refs > 0   running: Run, or a deferral, holds it
+//	refs == 0  finished: the decrement that reached zero ended it, exactly once
+//	refs < 0   terminated: terminate swapped in deadRefs, so far below zero that no
+//	           number of late Completes brings it back to zero
+//
+// A deferral is taken only by a compare-and-swap from a positive count, so nothing revives
+// an instance that has ended, and taking a deferral cannot race with the end.
 const (
 	runRef   = int64(1) << 32
 	deadRefs = math.MinInt64 / 2
@@ -20,14 +27,31 @@ const (
 // called: Run takes one with [BackgroundTaskInstance.GetDeferral] before it hands work to
 // another goroutine, and that goroutine calls Complete when the work is done.
 //
-// A Deferral is safe for concurrent use. Its zero value is inert: Complete does nothing.
+// A Deferral is safe for concurrent use. It must not be copied after first use (go vet
+// says so); a copy's Complete completes the deferral it was copied from. Its zero value
+// and a nil *Deferral are inert: Complete does nothing.
 type Deferral struct {
-	// inst is the *instance, swapped to nil by the first Complete so that a second one
-	// finds nothing to release: idempotence and the release in one atomic operation, in
-	// an 8-byte object. It is an unsafe.Pointer rather than an atomic.Pointer so that
-	// GetDeferral can set it in the composite literal, without an atomic store.
-	inst unsafe.Pointer
+	_    noCopy
+	self *Deferral // the deferral itself, so that a copy completes the original
+	inst *instance // nil for an inert deferral
+	done atomic.Bool
+	site *deferralSite // where and when it was taken, with WithDeferralSites; else nil
 }
+
+// deferralSite is what WithDeferralSites records of a deferral. The instance keeps the
+// outstanding ones in a list, under its lock.
+type deferralSite struct {
+	pc         uintptr // GetDeferral's or Go's caller
+	taken      time.Time
+	goFunc     bool
+	prev, next *deferralSite
+}
+
+// noCopy makes go vet's copylocks check report copies of the struct that holds it.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // Complete releases the deferral. Once Run has returned and every deferral is complete,
 // the instance finishes and its Completed event is raised. Complete may be called from any
@@ -35,56 +59,107 @@ type Deferral struct {
 // the instance had finished or after it was terminated. Complete does not wait for the
 // Completed event.
 func (d *Deferral) Complete() {
-	if i := (*instance)(atomic.SwapPointer(&d.inst, nil)); i != nil {
-		i.release(1, false)
+	if d == nil || d.self == nil {
+		return
 	}
+	d = d.self
+	if d.inst == nil || d.done.Swap(true) {
+		return
+	}
+	if d.site != nil {
+		d.inst.untrack(d.site)
+	}
+	d.inst.release(1, false)
 }
 
-// inertDeferral is handed out once an instance has finished; Complete on it does nothing.
-var inertDeferral = new(Deferral)
+// inertDeferral is handed out once an instance has ended; Complete on it does nothing.
+var inertDeferral = &Deferral{}
 
-// deferralSlab holds deferrals allocated together: taking one is an atomic increment of
-// next, and an allocation only every slabSize deferrals. Each slot's inst is set when the
-// slab is made, so handing one out writes nothing. A slab lives as long as any of its
-// deferrals is referenced (its 8 slots cost 72 bytes).
-type deferralSlab struct {
-	ds   [slabSize]Deferral
-	next atomic.Int32 // next slot to hand out; slabSize or more when used up
-}
+func init() { inertDeferral.self = inertDeferral }
 
-const slabSize = 8
-
-// deferral takes a reference for a new deferral, or returns the inert one when the
-// instance has finished. The increment is optimistic: a count that was zero or below
-// belongs to a finished instance, so the increment is undone. A GetDeferral racing with
-// that undo may get a live-looking deferral of a finished instance; its Complete is
-// harmless because finishing happens once (instance.finished).
-func (i *instance) deferral() *Deferral {
-	if i.refs.Add(1) <= 1 {
-		i.refs.Add(-1)
-		return inertDeferral
-	}
+// deferral takes a reference for a new deferral, or returns nil when the instance has
+// ended. skip is how many frames above deferral the site to record is.
+func (i *instance) deferral(goFunc bool, skip int) *Deferral {
 	for {
-		if s := i.slab.Load(); s != nil {
-			if k := s.next.Add(1) - 1; k < slabSize {
-				return &s.ds[k]
-			}
+		n := i.refs.Load()
+		if n <= 0 {
+			return nil
 		}
-		i.refill()
+		if i.refs.CompareAndSwap(n, n+1) {
+			break
+		}
 	}
+	d := &Deferral{inst: i}
+	d.self = d
+	if i.reg.host.sites {
+		var pc [1]uintptr
+		runtime.Callers(skip+2, pc[:])
+		d.site = &deferralSite{pc: pc[0], taken: time.Now(), goFunc: goFunc}
+		i.track(d.site)
+	}
+	return d
 }
 
-// refill replaces a used-up slab. The lock makes concurrent GetDeferrals that all found
-// the slab used up make one new slab between them.
-func (i *instance) refill() {
+// track adds s to the instance's outstanding deferrals, newest last. i.sites is the ring's
+// head, made by the first deferral.
+func (i *instance) track(s *deferralSite) {
 	i.mu.Lock()
-	defer i.mu.Unlock()
-	if s := i.slab.Load(); s != nil && s.next.Load() < slabSize {
-		return // another goroutine refilled it
+	if i.sites == nil {
+		i.sites = new(deferralSite)
+		i.sites.prev, i.sites.next = i.sites, i.sites
 	}
-	s := new(deferralSlab)
-	for k := range s.ds {
-		s.ds[k].inst = unsafe.Pointer(i)
+	s.prev, s.next = i.sites.prev, i.sites
+	s.prev.next, i.sites.prev = s, s
+	i.mu.Unlock()
+}
+
+func (i *instance) untrack(s *deferralSite) {
+	i.mu.Lock()
+	s.prev.next, s.next.prev = s.next, s.prev
+	i.mu.Unlock()
+}
+
+// DeferralInfo describes an outstanding deferral.
+type DeferralInfo struct {
+	// Site is "file.go:42", where GetDeferral or Go was called, or "" when
+	// [WithDeferralSites] is off.
+	Site string
+	// Taken is when the deferral was taken; zero when WithDeferralSites is off.
+	Taken time.Time
+	// Go is whether the deferral is held by a func started with Go, until it returns.
+	Go bool
+}
+
+// deferrals lists the outstanding deferrals, oldest first, given the reference count and
+// the number of Go funcs running. Without sites only their number and kinds are known.
+func (i *instance) deferrals(refs int64, goRunning int) []DeferralInfo {
+	if i.reg.host.sites {
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		var ds []DeferralInfo
+		for s := i.sites; s != nil && s.next != i.sites; s = s.next {
+			ds = append(ds, DeferralInfo{Site: siteOf(s.next.pc), Taken: s.next.taken, Go: s.next.goFunc})
+		}
+		return ds
 	}
-	i.slab.Store(s)
+	n := int(max(refs%runRef, 0))
+	goRunning = min(goRunning, n)
+	ds := make([]DeferralInfo, n)
+	for k := n - goRunning; k < n; k++ {
+		ds[k].Go = true
+	}
+	return ds
+}
+
+// siteOf returns "file.go:42" for the call at pc.
+func siteOf(pc uintptr) string {
+	f, _ := runtime.CallersFrames([]uintptr{pc}).Next()
+	file := f.File
+	for k := len(file) - 1; k >= 0; k-- {
+		if file[k] == '/' {
+			file = file[k+1:]
+			break
+		}
+	}
+	return file + ":" + strconv.Itoa(f.Line)
 }

@@ -1,55 +1,79 @@
 package bgtask
 
 import (
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 )
 
-// handlers is a list of event handlers, copied on write so that raising an event reads it
-// with one atomic load and no allocation. The zero value is an empty list.
-type handlers[T any] struct {
+// subscribers is a set of callbacks, copied on write so that reading it is one atomic load
+// with no allocation: the one subscriber set of the package, for OnProgress, OnCompleted,
+// OnCanceled and the watchers of conditions. Its zero value is an empty set.
+type subscribers[F any] struct {
 	mu   sync.Mutex
-	list atomic.Pointer[[]*handler[T]]
+	list atomic.Pointer[[]*subscriber[F]]
 }
 
-type handler[T any] struct {
-	f       func(T)
+type subscriber[F any] struct {
+	f       F
 	removed atomic.Bool
 }
 
-// add appends f; remove takes it out and keeps a delivery that has not yet reached it from
-// calling it. A nil f is ignored.
-func (l *handlers[T]) add(f func(T)) (remove func()) {
-	if f == nil {
-		return func() {}
-	}
-	h := &handler[T]{f: f}
-	l.mu.Lock()
-	l.list.Store(ptr(append(slices.Clone(l.load()), h)))
-	l.mu.Unlock()
+// add adds f; remove takes it out, and keeps a delivery that has not yet reached it from
+// calling it. remove does not wait for a call under way.
+func (s *subscribers[F]) add(f F) (remove func()) {
+	sub := &subscriber[F]{f: f}
+	s.mu.Lock()
+	s.list.Store(ptr(append(slices.Clone(s.load()), sub)))
+	s.mu.Unlock()
 	return func() {
-		if h.removed.Swap(true) {
+		if sub.removed.Swap(true) {
 			return
 		}
-		l.mu.Lock()
-		l.list.Store(ptr(slices.DeleteFunc(slices.Clone(l.load()), func(x *handler[T]) bool { return x == h })))
-		l.mu.Unlock()
+		s.mu.Lock()
+		s.list.Store(ptr(slices.DeleteFunc(slices.Clone(s.load()), func(x *subscriber[F]) bool { return x == sub })))
+		s.mu.Unlock()
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
 
-func (l *handlers[T]) load() []*handler[T] {
-	if p := l.list.Load(); p != nil {
+func (s *subscribers[F]) load() []*subscriber[F] {
+	if p := s.list.Load(); p != nil {
 		return *p
 	}
 	return nil
 }
 
-// watched reports whether any handler is registered.
-func (l *handlers[T]) watched() bool { return len(l.load()) > 0 }
+// watched reports whether the set has a subscriber.
+func (s *subscribers[F]) watched() bool { return len(s.load()) > 0 }
+
+// callEach calls call(sub.f) for each subscriber not removed, on job j, each through
+// callUser as the code named what. A panic is logged, naming i if not nil, and the next
+// subscriber is still called. If one calls runtime.Goexit, the rest are called on a new
+// goroutine of the library when resume is set, and skipped otherwise.
+func callEach[F any](h *Host, j *job, what *string, subs []*subscriber[F], i *instance, resume bool, call func(F)) {
+	k := 0
+	defer func() {
+		if resume && k < len(subs) { // runtime.Goexit: this goroutine ends
+			rest := subs[k+1:]
+			h.lib.Go(j.reg, func(j *job) { callEach(h, j, what, rest, i, resume, call) })
+		}
+	}()
+	for ; k < len(subs); k++ {
+		s := subs[k]
+		if s.removed.Load() {
+			continue
+		}
+		if err := callUser(j, what, func() { call(s.f) }); err != nil {
+			attrs := j.reg.attrs()
+			if i != nil {
+				attrs = i.attrs()
+			}
+			h.logPanic(*what, err, attrs...)
+		}
+	}
+}
 
 // eventQueue holds a registration's instances that have an event to deliver, in order. One
 // delivery goroutine at a time drains it: events of one registration are delivered in
@@ -58,19 +82,11 @@ func (l *handlers[T]) watched() bool { return len(l.load()) > 0 }
 type eventQueue struct {
 	mu       sync.Mutex
 	items    []*instance
-	spare    []*instance // the drained batch's array, reused so that pushing allocates nothing
+	spare    []*instance // the drained batch's array, reused so that queuing allocates nothing
 	draining bool
 }
 
-// push queues i and starts a delivery goroutine if none is running.
-func (q *eventQueue) push(i *instance) {
-	if q.add(i) {
-		r := i.reg
-		r.host.lib.Go(r.drain)
-	}
-}
-
-// add queues i and reports whether the caller must now run drain (one is not running).
+// add queues i and reports whether the caller must now start draining (no one is).
 func (q *eventQueue) add(i *instance) (start bool) {
 	q.mu.Lock()
 	q.items = append(q.items, i)
@@ -80,7 +96,7 @@ func (q *eventQueue) add(i *instance) (start bool) {
 	return start
 }
 
-// next returns the queued batch, giving back the previous one's array, or nil when the
+// next returns the queued batch, taking back the previous one's array, or nil when the
 // queue is empty, in which case the caller stops draining.
 func (q *eventQueue) next(done []*instance) []*instance {
 	clear(done)
@@ -98,23 +114,39 @@ func (q *eventQueue) next(done []*instance) []*instance {
 	return batch
 }
 
-// drain delivers queued events until the queue is empty. It runs on the one goroutine that
-// add told to start it.
-func (r *Registration) drain() {
-	var batch []*instance
+// queueEvent queues i's progress and starts a delivery goroutine if none runs.
+func (r *Registration) queueEvent(i *instance) {
+	if r.events.add(i) {
+		r.host.lib.Go(r, func(j *job) { r.drain(j, nil) })
+	}
+}
+
+// drain delivers batch, then the queued events until the queue is empty, on job j: the one
+// goroutine that eventQueue.add told to start. If a handler calls runtime.Goexit, the other
+// handlers of that event are skipped and the later events are delivered by a new goroutine,
+// which takes over as the one draining.
+func (r *Registration) drain(j *job, batch []*instance) {
+	k := 0
+	defer func() {
+		if k < len(batch) { // runtime.Goexit in a handler: this goroutine ends
+			rest := slices.Clone(batch[k:])
+			r.host.log.Warn("bgtask: event handler called runtime.Goexit", r.attrs()...)
+			r.host.lib.Go(r, func(j *job) { r.drain(j, rest) })
+		}
+	}()
 	for {
+		for k = 0; k < len(batch); k++ {
+			r.deliver(j, batch[k])
+		}
 		if batch = r.events.next(batch); batch == nil {
 			return
-		}
-		for _, i := range batch {
-			r.deliver(i)
 		}
 	}
 }
 
 // deliver raises what instance i has pending: its progress, if it changed since the last
-// delivery, and, once it finished, its final progress and then its Completed event.
-func (r *Registration) deliver(i *instance) {
+// delivery, and, once it ended, its final progress and then its Completed event.
+func (r *Registration) deliver(j *job, i *instance) {
 	if i.sentCompleted {
 		return
 	}
@@ -128,47 +160,11 @@ func (r *Registration) deliver(i *instance) {
 	}
 	if p != i.sentProgress {
 		i.sentProgress = p
-		raise(r, i, "Progress", &r.progress, ProgressEventArgs{InstanceID: i.id, Progress: p})
+		args := ProgressEventArgs{InstanceID: i.id, Progress: p}
+		callEach(r.host, j, &inProgressHandler, r.progress.load(), i, false, func(f func(ProgressEventArgs)) { f(args) })
 	}
 	if res != nil {
 		i.sentCompleted = true
-		raise(r, i, "Completed", &r.completed, *res)
+		callEach(r.host, j, &inCompletedHandler, r.completed.load(), i, false, func(f func(CompletedEventArgs)) { f(*res) })
 	}
-}
-
-// raise calls each handler in l with args. A panic in one is recovered and logged, and
-// the handlers after it are still called.
-//
-// Handlers run on fresh goroutines, whose stacks start small: every byte of the frames
-// on the way to a handler counts, since a frame too many costs a stack copy per instance
-// (about 1.5 µs). So raise and call keep to the minimum, and the rare panic is logged by a
-// function of its own.
-func raise[T any](r *Registration, i *instance, event string, l *handlers[T], args T) {
-	for _, h := range l.load() {
-		if h.removed.Load() {
-			continue
-		}
-		if err := call(h.f, args); err != nil {
-			r.host.handlerPanicked(event, i, err)
-		}
-	}
-}
-
-// handlerPanicked logs the panic of an event handler. It is kept out of raise (see there).
-//
-//go:noinline
-func (h *Host) handlerPanicked(event string, i *instance, err error) {
-	h.logPanic(event+" handler", err, i.attrs()...)
-}
-
-// call calls f(args) and turns a panic into a *PanicError. It is protect without the
-// closure, which would add a frame (see raise).
-func call[T any](f func(T), args T) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &PanicError{Value: v, Stack: debug.Stack()}
-		}
-	}()
-	f(args)
-	return nil
 }

@@ -4,15 +4,28 @@ import (
 	"bytes"
 	"cmp"
 	"errors"
-	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 )
+
+// Locks, and the order in which they are taken (a lock is never taken while one later in
+// the list is held):
+//
+//  1. Host.mu: registrations, held fires, the running instances, the scheduler's heap,
+//     suspension, condition readings and system conditions. Taken through lock and unlock
+//     (dispatch.go), never around user code.
+//  2. instance.mu: an instance's first error, timers, Canceled handlers and deferral sites.
+//  3. The leaves, which take no other lock: ApplicationTrigger.mu, tracker.mu,
+//     subscribers.mu, eventQueue.mu, Switch.mu.
+//
+// Hot paths take none of them: SetProgress, GetDeferral and Complete use atomics.
 
 // Host runs registered tasks: it owns their triggers, applies its [Policy], tracks every
 // running instance and shuts down gracefully. A Host is safe for concurrent use; the zero
@@ -22,31 +35,28 @@ type Host struct {
 	policy  Policy
 	log     *slog.Logger
 	entries map[string]BackgroundTask
+	sites   bool      // WithDeferralSites
 	lib     tracker   // the library's goroutines: event delivery, handlers, the scheduler
-	epoch   time.Time // for the monotonic clock of idle detection
+	epoch   time.Time // for the monotonic clock of the scheduler and idle detection
 	memory  memoryWatch
 
-	mu       sync.Mutex // taken with lock and unlock: see lock.go
-	retired  retireStack
-	toLaunch []*instance // started under the lock, launched by unlock
+	mu       sync.Mutex
 	regs     map[uuid.UUID]*Registration
 	closed   bool
-	running  instList        // live instances, oldest first
-	live     int             // len(running)
-	liveZero chan struct{}   // closed when live drops to zero; made by Shutdown
-	ids      idPool          // instance IDs
-	queue    []*Registration // registrations with a held fire, oldest fire first
-	zombies  map[*instance]struct{}
-	lost     []string // instances terminated during Shutdown, described
+	insts    map[uuid.UUID]*instance // started and not ended, or terminated with goroutines left
+	live     countdown               // instances started and not ended
+	seq      uint64                  // start and hold order
+	ids      idPool
+	held     map[*Registration]uint64 // registrations with a held fire, and when it was held
+	slots    []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
+	toLaunch []*instance              // started under the lock, launched by unlock
+	toDrop   []*instance              // dropped fires, whose Completed events unlock raises
+	lost     []InstanceInfo           // instances terminated during Shutdown
 	system   map[SystemTriggerType][]*Registration
 	sched    *scheduler // time triggers; nil until the first is registered
 	pause    pauseState
-
-	// System conditions, under their own lock: Satisfied and Watch are called without
-	// the host's lock (they are Condition methods, which may be user code).
-	sysMu    sync.Mutex
 	sysState map[SystemConditionType]bool
-	sysWatch map[SystemConditionType]map[*func()]struct{}
+	sysWatch map[SystemConditionType]*subscribers[func()]
 }
 
 // NewHost returns a host configured by opts, or the first option's error.
@@ -55,7 +65,8 @@ func NewHost(opts ...Option) (*Host, error) {
 		log:     slog.Default(),
 		entries: make(map[string]BackgroundTask),
 		regs:    make(map[uuid.UUID]*Registration),
-		zombies: make(map[*instance]struct{}),
+		insts:   make(map[uuid.UUID]*instance),
+		held:    make(map[*Registration]uint64),
 		epoch:   time.Now(),
 	}
 	for _, o := range opts {
@@ -73,10 +84,14 @@ func NewHost(opts ...Option) (*Host, error) {
 // Register validates b and registers it: from now on its trigger starts its task. The
 // errors match [ErrNoTrigger], [ErrNoTask], [ErrUnknownEntryPoint],
 // [ErrInvalidFreshness], [ErrHostClosed], or [ErrInvalidArgument] for an empty name, a
-// negative MaxExecutionTime or a nil condition. Register does not start the task: the
-// trigger does, when it fires.
+// negative MaxExecutionTime, a nil condition or an unknown trigger or condition type.
+// Register does not start the task: the trigger does, when it fires. It reads b's trigger
+// and conditions once: changing them later does not change the registration.
+//
+// Register reads each condition once and subscribes to it (see [Condition]), on the
+// calling goroutine.
 func (h *Host) Register(b Builder) (*Registration, error) {
-	task, err := h.check(b)
+	task, set, err := h.check(b)
 	if err != nil {
 		return nil, err
 	}
@@ -90,8 +105,11 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 		conditions:   slices.Clone(b.Conditions),
 		cancelOnLoss: b.CancelOnConditionLoss,
 		maxExec:      b.MaxExecutionTime,
-		oneShot:      b.Trigger.oneShot(),
+		oneShot:      set.oneShot,
+		sysType:      set.sysType,
+		watch:        set.watch,
 	}
+	r.sched.period, r.sched.index = int64(set.period), -1
 	h.watchConditions(r)
 	h.lock()
 	defer h.unlock()
@@ -105,29 +123,32 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 	return r, nil
 }
 
-// check validates b and returns the task it runs.
-func (h *Host) check(b Builder) (BackgroundTask, error) {
+// check validates b and returns the task it runs and its trigger's settings.
+func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
+	var set triggerSettings
+	subject := "registration " + strconv.Quote(b.Name)
 	switch {
 	case h.isClosed():
-		return nil, ErrHostClosed
+		return nil, set, ErrHostClosed
 	case b.Name == "":
-		return nil, invalidf("Builder.Name is empty")
-	case b.Trigger == nil || b.Trigger.isNil():
-		return nil, fmt.Errorf("%w: registration %q", ErrNoTrigger, b.Name)
+		return nil, set, invalidf("registration", "Builder.Name is empty")
+	case isNil(b.Trigger):
+		return nil, set, errorf(ErrNoTrigger, subject, "")
 	case isNilTask(b.Task) && b.TaskEntryPoint == "":
-		return nil, fmt.Errorf("%w: registration %q", ErrNoTask, b.Name)
+		return nil, set, errorf(ErrNoTask, subject, "")
 	case b.MaxExecutionTime < 0:
-		return nil, invalidf("registration %q: MaxExecutionTime is negative (%v)", b.Name, b.MaxExecutionTime)
+		return nil, set, invalidf(subject, "MaxExecutionTime is negative (%v)", b.MaxExecutionTime)
 	}
-	if err := b.Trigger.validate(&h.policy); err != nil {
-		return nil, fmt.Errorf("registration %q: %w", b.Name, err)
+	set = b.Trigger.settings()
+	if err := set.validate(subject, &h.policy); err != nil {
+		return nil, set, err
 	}
 	for k, c := range b.Conditions {
-		if c == nil {
-			return nil, invalidf("registration %q: condition %d is nil", b.Name, k)
+		if isNil(c) {
+			return nil, set, invalidf(subject, "condition %d is nil", k)
 		}
 		if sc, ok := c.(SystemCondition); ok && !sc.Type.valid() {
-			return nil, invalidf("registration %q: SystemCondition with unknown Type %v", b.Name, sc.Type)
+			return nil, set, invalidf(subject, "SystemCondition with unknown Type %v", sc.Type)
 		}
 	}
 	task := b.Task
@@ -137,19 +158,30 @@ func (h *Host) check(b Builder) (BackgroundTask, error) {
 	if b.TaskEntryPoint != "" {
 		bound := h.entries[b.TaskEntryPoint]
 		if bound == nil {
-			return nil, fmt.Errorf("%w: %q (registration %q)", ErrUnknownEntryPoint, b.TaskEntryPoint, b.Name)
+			return nil, set, errorf(ErrUnknownEntryPoint, subject, strconv.Quote(b.TaskEntryPoint))
 		}
 		if task == nil {
 			task = bound
 		}
 	}
-	return task, nil
+	return task, set, nil
 }
 
-// isNilTask reports whether t is nil or a nil TaskFunc, which Run could only panic on.
-func isNilTask(t BackgroundTask) bool {
-	f, isFunc := t.(TaskFunc)
-	return t == nil || isFunc && f == nil
+// isNilTask reports whether t is nil or holds a nil pointer or func, which Run could only
+// panic on.
+func isNilTask(t BackgroundTask) bool { return isNil(t) }
+
+// isNil reports whether v is nil or an interface holding a nil pointer, func, map or
+// slice: a typed nil that the library would only panic on later.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Interface, reflect.Chan:
+		return rv.IsNil()
+	}
+	return false
 }
 
 func (h *Host) isClosed() bool {
@@ -183,168 +215,47 @@ func (h *Host) Lookup(id uuid.UUID) (*Registration, bool) {
 // Cancel cancels every running instance with reason. It does not wait for them to finish:
 // each has the grace period to do so, and their Completed events say how they ended.
 func (h *Host) Cancel(reason CancellationReason) {
-	for _, i := range h.runningInstances() {
+	for _, i := range h.running() {
 		i.cancel(reason)
 	}
 }
 
-// runningInstances returns the live instances, oldest first.
-func (h *Host) runningInstances() []*instance {
+// CancelInstance cancels the running instance with the given InstanceID with reason, and
+// reports whether it did: false for an unknown, ended or already canceled instance. It does
+// not wait for the instance to finish.
+func (h *Host) CancelInstance(id uuid.UUID, reason CancellationReason) bool {
 	h.lock()
-	defer h.unlock()
-	return h.running.slice(h.live)
-}
-
-// fire starts r's task with details, or holds the fire until it can start. explicit is
-// for Request, which is refused rather than held while the registration runs or the host
-// is suspended.
-func (h *Host) fire(r *Registration, details any, explicit bool) ApplicationTriggerResult {
-	h.lock()
-	defer h.unlock()
-	return h.fireLocked(r, details, explicit)
-}
-
-// fireLocked is fire with the lock held; an instance it starts is launched by unlock.
-func (h *Host) fireLocked(r *Registration, details any, explicit bool) ApplicationTriggerResult {
-	switch {
-	case h.closed || r.unregistered:
-		return DisabledByPolicy
-	case explicit && h.suspendedLocked():
-		return DisabledByPolicy
-	case explicit && r.running != nil:
-		return CurrentlyRunning
-	}
-	r.pending = details
-	if r.held {
-		return Allowed // coalesced with the fire already held
-	}
-	if h.canStartLocked(r) {
-		h.startLocked(r)
-		return Allowed
-	}
-	r.held = true
-	h.queue = append(h.queue, r)
-	return Allowed
-}
-
-func (h *Host) canStartLocked(r *Registration) bool {
-	return r.running == nil && !h.suspendedLocked() && h.conditionsHoldLocked(r) &&
-		(h.policy.MaxConcurrent == 0 || h.live < h.policy.MaxConcurrent)
-}
-
-// startLocked creates r's instance with the held details; unlock launches it.
-func (h *Host) startLocked(r *Registration) {
-	i := newInstance(r, r.pending, h.ids.newID())
-	if h.policy.IdleTimeout > 0 {
-		i.active.Store(h.now()) // set before anyone can check it, at start
-	}
-	r.pending = nil
-	r.running = i
-	h.running.push(i)
-	h.live++
-	h.toLaunch = append(h.toLaunch, i)
-	if r.oneShot {
-		h.unregisterLocked(r)
-	}
-}
-
-// dispatchLocked starts the held fires that can start now, oldest first.
-func (h *Host) dispatchLocked() {
-	keep := h.queue[:0]
-	for _, r := range h.queue {
-		switch {
-		case !r.held:
-		case h.canStartLocked(r):
-			r.held = false
-			h.startLocked(r)
-		default:
-			keep = append(keep, r)
-		}
-	}
-	clear(h.queue[len(keep):])
-	h.queue = keep
-}
-
-// launchAll starts the instances' timers and goroutines. Starting a goroutine is most of
-// an instance's start, so when many start at once (a burst of time triggers, a Signal to
-// many registrations) the work is shared as a tree: each new goroutine first launches
-// half of what is left, so the launches spread over the cores and the caller starts
-// only about log2(n) goroutines itself.
-func (h *Host) launchAll(is []*instance) {
-	for len(is) > 0 {
-		i, rest := is[0], is[1:]
-		delegated := rest[:len(rest)/2]
-		is = rest[len(rest)/2:]
-		if d := i.reg.maxExecution(); d > 0 {
-			i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
-		}
-		h.startIdleTimer(i)
-		go i.run(delegated)
-	}
-}
-
-// finished is called once per instance, when it finished or was terminated. It queues the
-// instance's retirement (see lock.go), which frees the registration and starts what was
-// waiting for it, and then its Completed event: a handler that fires the registration
-// again finds it free. The event's delivery is counted before the instance stops counting
-// as live, so that Shutdown, which waits for the one and then the other, never misses it.
-// See instance.release for drain.
-func (h *Host) finished(i *instance, te *TerminatedError, inline bool) (drain bool) {
-	r := i.reg
-	notify := r.progress.watched() || r.completed.watched()
-	if notify {
-		h.lib.add() // for a delivery goroutine; given back below if one already runs
-	}
-	i.term = te
-	h.retired.push(i)
-	if h.mu.TryLock() {
-		h.retireLocked()
-		h.unlock()
-	}
-	switch {
-	case !notify:
-	case !r.events.add(i):
-		h.lib.done() // the running delivery goroutine delivers it
-	case inline:
-		drain = true
-	default:
-		go h.drainCounted(r)
-	}
-	return drain
-}
-
-// drainCounted delivers r's events on a goroutine already counted in h.lib.
-func (h *Host) drainCounted(r *Registration) {
-	defer h.lib.done()
-	r.drain()
-}
-
-func (h *Host) terminatedLocked(i *instance, te *TerminatedError) {
-	if i.goroutines.Load() > 0 {
-		h.zombies[i] = struct{}{}
-	}
-	if h.closed {
-		h.lost = append(h.lost, i.describe()+": "+te.Error())
-	}
-}
-
-// forgetZombie is called when the last goroutine of a terminated instance returns.
-func (h *Host) forgetZombie(i *instance) {
-	h.lock()
-	delete(h.zombies, i)
+	i := h.insts[id]
 	h.unlock()
+	return i != nil && i.cancel(reason)
 }
 
-func (h *Host) unregisterLocked(r *Registration) {
-	if r.unregistered {
-		return
+// Instances returns a snapshot of every instance that has started and not ended, and of
+// every terminated instance whose goroutines still run, oldest first.
+func (h *Host) Instances() []InstanceInfo {
+	insts := h.instances()
+	infos := make([]InstanceInfo, len(insts))
+	for k, i := range insts {
+		infos[k] = i.info()
 	}
-	r.unregistered = true
-	r.held = false
-	r.pending = nil
-	delete(h.regs, r.id)
-	r.trigger.detach(r)
-	h.quietLocked(r)
+	return infos
+}
+
+// instances returns the instances Instances lists, oldest first.
+func (h *Host) instances() []*instance {
+	h.lock()
+	insts := make([]*instance, 0, len(h.insts))
+	for _, i := range h.insts {
+		insts = append(insts, i)
+	}
+	h.unlock()
+	slices.SortFunc(insts, func(a, b *instance) int { return cmp.Compare(a.seq, b.seq) })
+	return insts
+}
+
+// running returns the instances that have started and not ended, oldest first.
+func (h *Host) running() []*instance {
+	return slices.DeleteFunc(h.instances(), func(i *instance) bool { return i.refs.Load() <= 0 })
 }
 
 // logPanic logs a recovered panic of the program's code: where names it, attrs say for

@@ -53,7 +53,15 @@ func TestShutdownNamesTerminatedInstances(t *testing.T) {
 		require.ErrorIs(t, err, bgtask.ErrTerminated)
 		e := <-f.done
 		assert.ErrorIs(t, e.Err, bgtask.ErrTerminated)
-		for _, s := range []string{`"task"`, e.InstanceID.String(), "1 deferral(s) outstanding", "Run had not returned"} {
+		var se *bgtask.ShutdownError
+		require.ErrorAs(t, err, &se)
+		require.Len(t, se.Instances, 1)
+		assert.Equal(t, e.InstanceID, se.Instances[0].InstanceID)
+		assert.Equal(t, bgtask.InstanceTerminated, se.Instances[0].State)
+		assert.Equal(t, bgtask.Terminating, se.Instances[0].Reason)
+		assert.Len(t, se.Instances[0].Deferrals, 1)
+		assert.NoError(t, se.Err)
+		for _, s := range []string{`"task"`, e.InstanceID.String(), "1 deferral(s) outstanding", "terminated after Terminating"} {
 			assert.Contains(t, err.Error(), s)
 		}
 		assert.Equal(t, err.Error(), f.host.Shutdown(context.Background()).Error(), "second call")
@@ -74,7 +82,12 @@ func TestShutdownDeadlineNamesAbandonedInstances(t *testing.T) {
 		defer cancel()
 		err := f.host.Shutdown(ctx)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.Contains(t, err.Error(), "abandoned, Run has not returned, 0 deferral(s) outstanding")
+		var se *bgtask.ShutdownError
+		require.ErrorAs(t, err, &se)
+		require.Len(t, se.Instances, 1)
+		assert.Equal(t, bgtask.InstanceCanceling, se.Instances[0].State, "abandoned in its grace period")
+		assert.NotErrorIs(t, err, bgtask.ErrTerminated)
+		assert.Contains(t, err.Error(), "canceled after Terminating, in its grace period, 0 deferral(s) outstanding")
 		<-f.done // the grace period still ends it
 		close(release)
 	})
@@ -92,7 +105,8 @@ func TestShutdownNamesEarlierTerminatedInstancesStillRunning(t *testing.T) {
 		require.ErrorIs(t, e.Err, bgtask.ErrTerminated)
 		err := f.host.Shutdown(context.Background())
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), e.InstanceID.String()+": terminated, 1 goroutine(s) still running")
+		assert.ErrorIs(t, err, bgtask.ErrTerminated, "an instance terminated before Shutdown counts too")
+		assert.Contains(t, err.Error(), e.InstanceID.String()+": terminated after ExecutionTimeExceeded, its goroutines still running")
 		close(release)
 		synctest.Wait()
 		assert.NoError(t, f.host.Shutdown(context.Background()), "once the goroutine returned")

@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
-	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,8 +14,9 @@ import (
 
 // BackgroundTask is a task's code. Run is called on a goroutine of the library, once per
 // instance; the instance finishes when Run has returned and every deferral it took is
-// complete. ctx is done when the instance is canceled; [context.Cause] then gives the
-// [*CanceledError]. Run's error, or its panic as a [*PanicError], is the instance's result.
+// complete. ctx is done when the instance is canceled ([context.Cause] then gives the
+// [*CanceledError]) and, at the latest, when it ends ([ErrFinished]). Run's error, or its
+// panic as a [*PanicError], is the instance's result.
 type BackgroundTask interface {
 	Run(ctx context.Context, inst BackgroundTaskInstance) error
 }
@@ -49,11 +49,11 @@ type BackgroundTaskInstance interface {
 	Task() *Registration
 	// TriggerDetails returns what the trigger said about this run:
 	// *ApplicationTriggerDetails, *TimeTriggerDetails, *SystemTriggerDetails, or what a
-	// [CustomTrigger] passed.
+	// [CustomTrigger] passed. [Arg] reads an ApplicationTrigger's arguments.
 	TriggerDetails() any
 	// GetDeferral takes a deferral: the instance does not finish until it is complete, even
-	// after Run returns. After the instance finished (or was terminated) it returns an inert
-	// deferral whose Complete does nothing; it never revives the instance.
+	// after Run returns. After the instance ended it returns an inert deferral whose
+	// Complete does nothing; it never revives the instance.
 	GetDeferral() *Deferral
 	// OnCanceled adds a handler called once, when the instance is canceled, on a goroutine of
 	// the library, after Context is done and never while a lock of the library is held. The
@@ -63,17 +63,19 @@ type BackgroundTaskInstance interface {
 	// A panic in a handler is recovered and logged. remove stops a handler that has not yet
 	// been called; it does not wait for one that is running. A nil h does nothing.
 	OnCanceled(h CanceledHandler) (remove func())
-	// Context returns the ctx given to Run: done when the instance is canceled, with the
-	// [*CanceledError] as its cause.
+	// Context returns the ctx given to Run. It is done when the instance is canceled, with
+	// the [*CanceledError] as its cause, and at the latest when the instance finishes or is
+	// terminated, with [ErrFinished] as its cause unless it was canceled before.
 	Context() context.Context
 	// Checkpoint is a cooperative point: it counts as activity for [Policy].IdleTimeout,
-	// blocks while the host is suspended (see [Host.Suspend]) and returns the
-	// [*CanceledError] once the instance is canceled, nil otherwise.
+	// blocks while the host is suspended (see [Host.Suspend]) and, once Context is done,
+	// returns its cause: the [*CanceledError], or ErrFinished after the end. Otherwise it
+	// returns nil.
 	Checkpoint() error
 	// Go runs f on a new goroutine under a deferral, with the instance's context. If f
 	// returns an error or panics, and no error was reported before, that becomes the
-	// instance's result. Go after the instance finished does not run f. A nil f does
-	// nothing.
+	// instance's result; unlike errgroup, f's error does not cancel the context. Go after
+	// the instance ended does not run f, and logs that. A nil f does nothing.
 	Go(f func(ctx context.Context) error)
 }
 
@@ -84,37 +86,37 @@ type instance struct {
 	details any
 	ctx     context.Context
 	stop    context.CancelCauseFunc
+	seq     uint64 // start order, for Host.Instances
+	started time.Time
 
-	refs       atomic.Int64 // see runRef in deferral.go
-	slab       atomic.Pointer[deferralSlab]
+	refs       atomic.Int64 // whether and how it ended: see runRef in deferral.go
 	goroutines atomic.Int32 // Run and Go funcs not yet returned
 	progress   atomic.Uint32
 	suspended  atomic.Uint32
 	active     atomic.Int64 // when SetProgress or Checkpoint last ran, for idle detection
 	dirty      atomic.Bool  // a progress change waits for delivery
-	finished   atomic.Bool  // set once, by finish or terminate
-	terminated atomic.Bool
 	canceled   atomic.Pointer[CanceledError]
-	result     atomic.Pointer[CompletedEventArgs] // set by finish before delivery
+	result     atomic.Pointer[CompletedEventArgs] // set once, when it ends
 
 	mu       sync.Mutex
-	onCancel []*CanceledHandler // handlers not yet called; nil once canceled
-	err      error              // first failure reported
-	timers   []*time.Timer      // time limit, grace period, idle: stopped at finish
-	idle     *time.Timer        // the idle check, also in timers
+	onCancel subscribers[CanceledHandler]
+	err      error         // the first failure reported
+	timers   []*time.Timer // time limit, grace period, idle: stopped at the end
+	idle     *time.Timer   // the idle check, also in timers
+	sites    *deferralSite // outstanding deferrals, with WithDeferralSites
 
-	prev, next *instance        // in Host.running; guarded by the host's lock
-	retireNext *instance        // in Host.retired
-	term       *TerminatedError // why it was terminated, for its retirement
+	waiters []chan<- CompletedEventArgs // RequestAndWait callers; guarded by the host's lock
 
-	// Owned by the registration's delivery goroutine.
+	// For the registration's delivery goroutine.
+	job           job // counts the delivery of its events when its own goroutine does it
 	sentProgress  uint32
 	sentCompleted bool
 }
 
 func newInstance(r *Registration, details any, id uuid.UUID) *instance {
 	ctx, stop := context.WithCancelCause(context.Background())
-	i := &instance{id: id, reg: r, details: details, ctx: ctx, stop: stop}
+	i := &instance{id: id, reg: r, details: details, ctx: ctx, stop: stop, started: time.Now()}
+	i.job.reg = r
 	i.refs.Store(runRef)
 	i.goroutines.Store(1)
 	return i
@@ -126,23 +128,31 @@ func (i *instance) SuspendedCount() uint32   { return i.suspended.Load() }
 func (i *instance) Task() *Registration      { return i.reg }
 func (i *instance) TriggerDetails() any      { return i.details }
 func (i *instance) Context() context.Context { return i.ctx }
-func (i *instance) GetDeferral() *Deferral   { return i.deferral() }
+
+func (i *instance) GetDeferral() *Deferral {
+	if d := i.deferral(false, 1); d != nil {
+		return d
+	}
+	return inertDeferral
+}
 
 func (i *instance) SetProgress(p uint32) {
 	i.progress.Store(p)
 	i.reg.host.touch(i)
 	// Wake the delivery goroutine only when someone watches and no wake-up is pending: the
 	// delivery goroutine reads the latest value, which coalesces for free.
-	if i.reg.progress.watched() && !i.dirty.Load() && !i.finished.Load() && i.dirty.CompareAndSwap(false, true) {
-		i.reg.events.push(i)
+	if i.reg.progress.watched() && !i.dirty.Load() && i.refs.Load() > 0 && i.dirty.CompareAndSwap(false, true) {
+		i.reg.queueEvent(i)
 	}
 }
 
 func (i *instance) Checkpoint() error {
 	i.reg.host.touch(i)
-	i.reg.host.waitResumed(i)
-	if ce := i.canceled.Load(); ce != nil {
-		return ce
+	if i.ctx.Err() == nil {
+		i.reg.host.waitResumed(i.ctx)
+	}
+	if i.ctx.Err() != nil {
+		return context.Cause(i.ctx)
 	}
 	return nil
 }
@@ -151,68 +161,60 @@ func (i *instance) OnCanceled(h CanceledHandler) (remove func()) {
 	if h == nil {
 		return func() {}
 	}
-	p := &h
 	i.mu.Lock()
-	if i.finished.Load() && i.canceled.Load() == nil {
+	ce, ended := i.canceled.Load(), i.refs.Load() <= 0
+	if ce == nil && !ended {
+		remove = i.onCancel.add(h)
 		i.mu.Unlock()
-		return func() {} // never canceled now
+		return remove
 	}
-	if ce := i.canceled.Load(); ce != nil {
-		i.mu.Unlock()
-		i.reg.host.lib.Go(func() { i.callCanceled([]*CanceledHandler{p}, ce.Reason) })
-		return func() {}
-	}
-	i.onCancel = append(i.onCancel, p)
 	i.mu.Unlock()
-	return func() {
-		i.mu.Lock()
-		i.onCancel = slices.DeleteFunc(i.onCancel, func(q *CanceledHandler) bool { return q == p })
-		i.mu.Unlock()
+	if ce != nil { // a late subscriber: called promptly, never by OnCanceled itself
+		i.callCanceled([]*subscriber[CanceledHandler]{{f: h}}, ce.Reason)
 	}
+	return func() {}
 }
 
 func (i *instance) Go(f func(ctx context.Context) error) {
 	if f == nil {
 		return
 	}
-	d := i.deferral()
-	if d == inertDeferral {
-		i.reg.host.log.Warn("bgtask: Go after the instance finished: f not run", i.attrs()...)
+	// Counted before the deferral is taken, so that a termination racing with Go counts
+	// this goroutine among those left running.
+	i.goroutines.Add(1)
+	d := i.deferral(true, 1)
+	if d == nil {
+		i.goroutineDone()
+		i.reg.host.log.Warn("bgtask: Go after the instance ended: f not run", i.attrs()...)
 		return
 	}
-	i.goroutines.Add(1)
 	go func() {
-		defer i.goroutineDone()
-		defer d.Complete()
-		i.fail(protect(func() error { return f(i.ctx) }))
+		err := errGoexit // unless f returns
+		defer func() {
+			i.fail(err)
+			d.Complete()
+			i.goroutineDone()
+		}()
+		err = capture(func() error { return f(i.ctx) })
 	}()
 }
 
-// run is the body of an instance's goroutine: it launches the instances delegated to it
-// (see Host.launchAll), calls Run, then releases Run's reference. When that finishes the
-// instance, this goroutine delivers the events itself rather than starting another one.
-func (i *instance) run(delegated []*instance) {
-	i.reg.host.launchAll(delegated)
-	task := i.reg.task
-	i.fail(protect(func() error { return task.Run(i.ctx, i) }))
-	drain := i.release(runRef, true)
+// run is the body of an instance's goroutine: it calls Run, then releases Run's reference.
+// When that ends the instance, this goroutine delivers the events itself rather than
+// starting another one.
+func (i *instance) run() {
+	err := errGoexit // unless Run returns
+	defer func() { i.runReturned(err) }()
+	err = capture(func() error { return i.reg.task.Run(i.ctx, i) })
+}
+
+func (i *instance) runReturned(err error) {
+	i.fail(err)
+	deliverHere := i.release(runRef, true)
 	i.goroutineDone()
-	if drain {
-		// Not drainCounted: a frame less on the way to the handlers (see raise). drain
-		// cannot panic, handlers' panics being recovered in call.
-		i.reg.drain()
-		i.reg.host.lib.done()
+	if deliverHere {
+		i.deliverHere()
 	}
-}
-
-// protect calls f and turns a panic into a *PanicError.
-func protect(f func() error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &PanicError{Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return f()
 }
 
 // fail records err as the instance's result unless an error was recorded before.
@@ -227,116 +229,128 @@ func (i *instance) fail(err error) {
 	i.mu.Unlock()
 }
 
-// release drops n references. When that finishes the instance it reports whether the
-// caller must run the registration's delivery goroutine itself (inline, a goroutine the
-// library owns and registered for it) or, otherwise, it starts one.
-func (i *instance) release(n int64, inline bool) (drain bool) {
+// release drops n references. When that ends the instance, it reports whether the caller,
+// a goroutine the library owns if inline, must deliver the instance's events itself (see
+// Host.retire).
+func (i *instance) release(n int64, inline bool) (deliverHere bool) {
 	if i.refs.Add(-n) != 0 {
 		return false
 	}
-	return i.finish(nil, inline)
+	return i.end(nil, inline)
 }
 
 func (i *instance) goroutineDone() {
-	if i.goroutines.Add(-1) == 0 && i.terminated.Load() {
-		i.reg.host.forgetZombie(i)
+	if i.goroutines.Add(-1) == 0 && i.refs.Load() < 0 {
+		i.reg.host.forgetTerminated(i)
 	}
 }
 
-// cancel cancels the instance once; later calls, and calls after it finished, do nothing.
-// The context is canceled under the lock so that a handler added concurrently cannot run
-// before the context is done.
-func (i *instance) cancel(reason CancellationReason) {
+// cancel cancels the instance once and reports whether it did: later calls, and calls
+// after it ended, do nothing. The context is canceled under the lock so that a handler
+// added concurrently cannot run before the context is done.
+func (i *instance) cancel(reason CancellationReason) bool {
 	i.mu.Lock()
-	if i.canceled.Load() != nil || i.finished.Load() {
+	if i.canceled.Load() != nil || i.refs.Load() <= 0 {
 		i.mu.Unlock()
-		return
+		return false
 	}
 	ce := &CanceledError{Reason: reason}
 	i.canceled.Store(ce)
 	i.stop(ce)
-	hs := i.onCancel
-	i.onCancel = nil
 	i.timers = append(i.timers, time.AfterFunc(i.reg.host.policy.grace(), i.terminate))
+	hs := i.onCancel.load()
 	i.mu.Unlock()
 	if len(hs) > 0 {
-		i.reg.host.lib.Go(func() { i.callCanceled(hs, reason) })
+		i.callCanceled(hs, reason)
 	}
+	return true
 }
 
-func (i *instance) callCanceled(hs []*CanceledHandler, reason CancellationReason) {
-	for _, h := range hs {
-		if err := protect(func() error { (*h)(i, reason); return nil }); err != nil {
-			i.reg.host.logPanic("Canceled handler", err, i.attrs()...)
-		}
-	}
+// callCanceled calls the handlers on a goroutine of the library.
+func (i *instance) callCanceled(hs []*subscriber[CanceledHandler], reason CancellationReason) {
+	i.reg.host.lib.Go(i.reg, func(j *job) {
+		callEach(i.reg.host, j, &inCanceledHandler, hs, i, true, func(h CanceledHandler) { h(i, reason) })
+	})
 }
 
 // terminate ends an instance whose grace period passed: it is reported with a
-// *TerminatedError and its deferrals become inert. Its goroutines, if any still run, are
-// remembered as zombies for Shutdown to report.
+// *TerminatedError and its deferrals become inert. If its goroutines still run, it stays
+// listed by Host.Instances until they return.
 func (i *instance) terminate() {
-	if i.finished.Load() {
-		return
+	var old int64
+	for {
+		if old = i.refs.Load(); old <= 0 {
+			return // it ended meanwhile
+		}
+		if i.refs.CompareAndSwap(old, deadRefs) {
+			break
+		}
 	}
-	old := i.refs.Swap(deadRefs)
-	if old <= 0 {
-		return // finished in the meantime; finish is under way
+	runLeft := old >= runRef
+	goRunning := int(i.goroutines.Load())
+	if runLeft {
+		goRunning--
 	}
 	i.mu.Lock()
 	err := i.err
 	i.mu.Unlock()
-	runLeft := old >= runRef
 	te := &TerminatedError{
 		Canceled:    i.canceled.Load(),
 		RunReturned: !runLeft,
 		Deferrals:   int(old % runRef),
+		GoRunning:   goRunning,
 		Err:         err,
+		Outstanding: i.deferrals(old, goRunning),
 	}
-	te.GoRunning = int(i.goroutines.Load())
-	if runLeft {
-		te.GoRunning--
-	}
-	i.terminated.Store(true)
-	// Logged here, before the host's lock is taken: a slog handler is the program's code.
 	i.reg.host.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
-	if i.finish(te, true) {
-		i.reg.host.drainCounted(i.reg)
+	if i.end(te, true) {
+		i.deliverHere()
 	}
 }
 
-// finish ends the instance exactly once: it stops its timers, records the result, queues
-// the Completed event and frees the registration. See release for drain.
-func (i *instance) finish(te *TerminatedError, inline bool) (drain bool) {
-	if !i.finished.CompareAndSwap(false, true) {
-		return false
-	}
+// end ends the instance, once: its reference count has just reached zero, or terminate
+// swapped in deadRefs. It ends the context, stops the timers, records the result and
+// retires the instance from the host. See release for deliverHere.
+func (i *instance) end(te *TerminatedError, inline bool) (deliverHere bool) {
 	i.mu.Lock()
-	for _, t := range i.timers {
+	i.stop(ErrFinished) // a cause set by cancel before stays
+	timers := i.timers
+	i.timers = nil
+	err := i.err
+	ce := i.canceled.Load()
+	i.mu.Unlock()
+	for _, t := range timers {
 		t.Stop()
 	}
-	i.timers = nil
-	i.onCancel = nil
-	err := i.err
-	i.mu.Unlock()
 	if te != nil {
 		err = te
 	}
-	res := &CompletedEventArgs{InstanceID: i.id, Err: err, Progress: i.progress.Load()}
-	if ce := i.canceled.Load(); ce != nil {
+	res := &CompletedEventArgs{InstanceID: i.id, Err: err, Progress: i.progress.Load(),
+		Started: i.started, Finished: time.Now()}
+	if ce != nil {
 		res.Canceled, res.Reason = true, ce.Reason
 	}
 	i.result.Store(res)
-	return i.reg.host.finished(i, te, inline)
+	return i.reg.host.retire(i, inline)
 }
 
-// addTimer starts f after d, stopped when the instance finishes.
-func (i *instance) addTimer(d time.Duration, f func()) {
+// deliverHere delivers the registration's events on the calling goroutine, which
+// Host.retire counted as i.job.
+func (i *instance) deliverHere() {
+	defer i.reg.host.lib.end(&i.job)
+	i.reg.drain(&i.job, nil)
+}
+
+// addTimer runs f after d, unless the instance has ended; the end stops it.
+func (i *instance) addTimer(d time.Duration, f func()) *time.Timer {
 	i.mu.Lock()
-	if !i.finished.Load() {
-		i.timers = append(i.timers, time.AfterFunc(d, f))
+	defer i.mu.Unlock()
+	if i.refs.Load() <= 0 {
+		return nil
 	}
-	i.mu.Unlock()
+	t := time.AfterFunc(d, f)
+	i.timers = append(i.timers, t)
+	return t
 }
 
 // attrs are the log attributes naming the instance: its task and its id.
@@ -344,17 +358,95 @@ func (i *instance) attrs() []any {
 	return append(i.reg.attrs(), slog.String("instance", i.id.String()))
 }
 
-// outstanding says what keeps the instance from finishing.
-func (i *instance) outstanding() string {
-	refs := i.refs.Load()
-	run := "Run has not returned"
-	if refs < runRef {
-		run = "Run returned"
+// InstanceState says where a running instance is in its life.
+type InstanceState int
+
+const (
+	// InstanceRunning: Run has not returned, and the instance is not canceled.
+	InstanceRunning InstanceState = iota
+	// InstanceDraining: Run has returned and deferrals are outstanding.
+	InstanceDraining
+	// InstanceCanceling: canceled, within its grace period.
+	InstanceCanceling
+	// InstanceTerminated: terminated, and some of its goroutines still run.
+	InstanceTerminated
+)
+
+var stateNames = [...]string{"Running", "Draining", "Canceling", "Terminated"}
+
+// String returns the state's name without its prefix, such as "Draining".
+func (s InstanceState) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
 	}
-	return fmt.Sprintf("%s, %d deferral(s) outstanding", run, max(refs%runRef, 0))
+	return "InstanceState(" + strconv.Itoa(int(s)) + ")"
 }
 
-// describe names the instance for Shutdown's error.
-func (i *instance) describe() string {
-	return fmt.Sprintf("%q instance %s", i.reg.name, i.id)
+// InstanceInfo is a snapshot of an instance, from [Host.Instances].
+type InstanceInfo struct {
+	Task           *Registration
+	InstanceID     uuid.UUID
+	Details        any // the instance's TriggerDetails
+	Started        time.Time
+	Progress       uint32
+	SuspendedCount uint32
+	State          InstanceState
+	Reason         CancellationReason // when State is InstanceCanceling or InstanceTerminated
+	// Deferrals are the outstanding deferrals, oldest first; Run's own hold is not one.
+	// With [WithDeferralSites] off only their number and Go are known.
+	Deferrals []DeferralInfo
+}
+
+// info takes a snapshot of the instance.
+func (i *instance) info() InstanceInfo {
+	in := InstanceInfo{Task: i.reg, InstanceID: i.id, Details: i.details, Started: i.started,
+		Progress: i.progress.Load(), SuspendedCount: i.suspended.Load()}
+	if ce := i.canceled.Load(); ce != nil {
+		in.State, in.Reason = InstanceCanceling, ce.Reason
+	}
+	refs := i.refs.Load()
+	switch {
+	case refs < 0:
+		in.State = InstanceTerminated
+		if res := i.result.Load(); res != nil { // nil only while terminate is under way
+			if te, ok := res.Err.(*TerminatedError); ok {
+				in.Deferrals = te.Outstanding
+			}
+		}
+		return in
+	case refs < runRef && in.State == InstanceRunning:
+		in.State = InstanceDraining
+	}
+	goRunning := int(i.goroutines.Load())
+	if refs >= runRef {
+		goRunning--
+	}
+	in.Deferrals = i.deferrals(refs, goRunning)
+	return in
+}
+
+// describe names the instance and what it left, for ShutdownError.
+func (in InstanceInfo) describe() string {
+	name := "<nil>"
+	if in.Task != nil {
+		name = strconv.Quote(in.Task.name)
+	}
+	s := fmt.Sprintf("%s instance %s: ", name, in.InstanceID)
+	switch in.State {
+	case InstanceRunning:
+		s += "running, Run has not returned"
+	case InstanceDraining:
+		s += "draining, Run returned"
+	case InstanceCanceling:
+		s += "canceled after " + in.Reason.String() + ", in its grace period"
+	case InstanceTerminated:
+		s += "terminated after " + in.Reason.String() + ", its goroutines still running"
+	default:
+		s += in.State.String()
+	}
+	s += fmt.Sprintf(", %d deferral(s) outstanding", len(in.Deferrals))
+	if sites := siteList(in.Deferrals); sites != "" {
+		s += " (taken at " + sites + ")"
+	}
+	return s
 }

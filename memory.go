@@ -1,7 +1,10 @@
 package bgtask
 
 import (
+	"cmp"
+	"log/slog"
 	"math"
+	"runtime"
 	"runtime/metrics"
 	"time"
 )
@@ -10,9 +13,10 @@ import (
 // [Policy].MemoryLimitFraction is set, that reads the heap every MemoryCheckInterval.
 type memoryWatch struct {
 	stop chan struct{} // closed by Shutdown; nil when off
-	// read returns the heap in use and the memory limit. Tests replace it; the program
-	// cannot (see the Policy fields).
-	read func() (heap, limit uint64)
+	// read returns the heap in use and the memory limit, and collect runs a garbage
+	// collection. Tests replace them; the program cannot (see the Policy fields).
+	read    func() (heap, limit uint64)
+	collect func()
 }
 
 const (
@@ -20,8 +24,9 @@ const (
 	defaultMemoryCheckInterval  = time.Second
 )
 
-// readRuntimeMemory reads the live heap and the limit set with debug.SetMemoryLimit or
-// GOMEMLIMIT (math.MaxInt64 when none is set).
+// readRuntimeMemory reads the heap and the limit set with debug.SetMemoryLimit or
+// GOMEMLIMIT (math.MaxInt64 when none is set). The heap counts objects that died since
+// the last garbage collection: see watchMemory.
 func readRuntimeMemory() (heap, limit uint64) {
 	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/gomemlimit:bytes"}}
 	metrics.Read(s)
@@ -33,12 +38,16 @@ func (h *Host) startMemoryWatch() {
 	if h.policy.MemoryLimitFraction == 0 {
 		return
 	}
-	if h.memory.read == nil {
-		h.memory.read = readRuntimeMemory
+	m := &h.memory
+	if m.read == nil {
+		m.read = readRuntimeMemory
 	}
-	stop, read := make(chan struct{}), h.memory.read
-	h.memory.stop = stop
-	h.lib.Go(func() { h.watchMemory(stop, read) })
+	if m.collect == nil {
+		m.collect = runtime.GC
+	}
+	m.stop = make(chan struct{})
+	stop, read, collect := m.stop, m.read, m.collect
+	h.lib.Go(nil, func(*job) { h.watchMemory(stop, read, collect) })
 }
 
 func (m *memoryWatch) stopLocked() {
@@ -51,61 +60,67 @@ func (m *memoryWatch) stopLocked() {
 // watchMemory suspends the host while the heap is over the policy's share of the memory
 // limit and, once that has lasted MemoryPressurePeriod, cancels the newest running
 // instance at each check until the heap is below again, when it resumes the host.
-func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64)) {
+//
+// The heap reading counts dead objects until the next garbage collection, which may not
+// come for minutes in a host that is suspended and allocates little. So while the host is
+// suspended for pressure, a reading over the limit is confirmed after a collection: the
+// suspension ends at the first check after the pressure ends.
+func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64), collect func()) {
 	p := h.policy
-	tick := time.NewTicker(cmpOr(p.MemoryCheckInterval, defaultMemoryCheckInterval))
+	tick := time.NewTicker(cmp.Or(p.MemoryCheckInterval, defaultMemoryCheckInterval))
 	defer tick.Stop()
 	var since time.Time
 	pressed := false
+	over := func() (bool, uint64, uint64) {
+		heap, limit := read()
+		return limit > 0 && limit < math.MaxInt64 && float64(heap) > p.MemoryLimitFraction*float64(limit), heap, limit
+	}
 	for {
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
 		}
-		heap, limit := read()
-		over := limit > 0 && limit < math.MaxInt64 && float64(heap) > p.MemoryLimitFraction*float64(limit)
+		isOver, heap, limit := over()
+		if isOver && pressed {
+			collect()
+			isOver, heap, limit = over()
+		}
+		attrs := []any{slog.Uint64("heap", heap), slog.Uint64("limit", limit)}
 		switch {
-		case over && !pressed:
+		case isOver && !pressed:
 			pressed, since = true, time.Now()
-			h.suspend(pauseMemory)
-		case over && time.Since(since) >= cmpOr(p.MemoryPressurePeriod, defaultMemoryPressurePeriod):
-			h.revokeNewest()
-		case !over && pressed:
+			if h.suspend(pauseMemory) {
+				h.log.Warn("bgtask: memory pressure: host suspended", attrs...)
+			}
+		case isOver && time.Since(since) >= cmp.Or(p.MemoryPressurePeriod, defaultMemoryPressurePeriod):
+			h.revokeNewest(attrs)
+		case !isOver && pressed:
 			pressed = false
-			h.resume(pauseMemory)
+			if h.resume(pauseMemory) {
+				h.log.Info("bgtask: memory pressure over: host resumed", attrs...)
+			}
 		}
 	}
 }
 
-// revokeNewest cancels the most recently started instance not yet canceled.
-func (h *Host) revokeNewest() {
-	h.lock()
-	var victim *instance
-	for i := h.running.tail; i != nil; i = i.prev {
-		if i.canceled.Load() == nil {
-			victim = i
-			break
+// revokeNewest cancels the most recently started instance not yet canceled, and logs it.
+func (h *Host) revokeNewest(attrs []any) {
+	running := h.running()
+	for k := len(running) - 1; k >= 0; k-- {
+		if i := running[k]; i.cancel(ResourceRevocation) {
+			h.log.Warn("bgtask: memory pressure: instance revoked", append(i.attrs(), attrs...)...)
+			return
 		}
 	}
-	h.unlock()
-	if victim != nil {
-		victim.cancel(ResourceRevocation)
-	}
 }
 
-func cmpOr(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
-}
-
-// withMemoryReader replaces how the host reads the heap and the memory limit. It is for
-// the package's tests only, which is why it is not exported.
-func withMemoryReader(read func() (heap, limit uint64)) Option {
+// withMemoryReader replaces how the host reads the heap and the memory limit, and how it
+// collects garbage (nil: runtime.GC). It is for the package's tests only, which is why it
+// is not exported.
+func withMemoryReader(read func() (heap, limit uint64), collect func()) Option {
 	return Option{func(h *Host) error {
-		h.memory.read = read
+		h.memory.read, h.memory.collect = read, collect
 		return nil
 	}}
 }

@@ -16,7 +16,7 @@ func TestMemoryPressureSuspendsThenRevokesNewestFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var heap atomic.Uint64
 		heap.Store(100)
-		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return heap.Load(), 1000 }),
+		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return heap.Load(), 1000 }, func() {}),
 			WithPolicy(Policy{MemoryLimitFraction: 0.8, MemoryPressurePeriod: 5 * time.Second, MemoryCheckInterval: time.Second}))
 		require.NoError(t, err)
 		completed := make(chan string, 3)
@@ -69,7 +69,7 @@ func TestMemoryPressureSuspendsThenRevokesNewestFirst(t *testing.T) {
 
 func TestMemoryPressureNeedsALimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return math.MaxInt64 - 1, math.MaxInt64 }),
+		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return math.MaxInt64 - 1, math.MaxInt64 }, func() {}),
 			WithPolicy(Policy{MemoryLimitFraction: 0.5}))
 		require.NoError(t, err)
 		time.Sleep(time.Minute)

@@ -2,6 +2,7 @@ package bgtask
 
 import (
 	"log/slog"
+	"strconv"
 )
 
 // Option configures a host in [NewHost]. Options are checked there: a bad one makes
@@ -42,15 +43,30 @@ func WithLogger(l *slog.Logger) Option {
 // an error. Default: no entry points.
 func WithEntryPoint(name string, t BackgroundTask) Option {
 	return Option{func(h *Host) error {
+		subject := "WithEntryPoint(" + strconv.Quote(name) + ")"
 		switch {
 		case name == "":
-			return invalidf("WithEntryPoint: empty name")
-		case t == nil:
-			return invalidf("WithEntryPoint(%q): nil task", name)
+			return invalidf("WithEntryPoint", "empty name")
+		case isNilTask(t):
+			return invalidf(subject, "nil task")
 		case h.entries[name] != nil:
-			return invalidf("WithEntryPoint(%q): bound twice", name)
+			return invalidf(subject, "bound twice")
 		}
 		h.entries[name] = t
+		return nil
+	}}
+}
+
+// WithDeferralSites sets whether each deferral records where it was taken (the file and
+// line of the call to GetDeferral or Go) and when: [InstanceInfo].Deferrals,
+// [TerminatedError].Outstanding and [ShutdownError] then name the place of every deferral
+// left. Recording costs a stack walk and a clock read per deferral, several times the cost
+// of a plain GetDeferral and Complete (see BenchmarkDeferralSites), which is why it is off
+// by default: turn it on while looking for a leak, or in programs that take few deferrals.
+// Default: off.
+func WithDeferralSites(on bool) Option {
+	return Option{func(h *Host) error {
+		h.sites = on
 		return nil
 	}}
 }

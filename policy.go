@@ -1,6 +1,9 @@
 package bgtask
 
-import "time"
+import (
+	"cmp"
+	"time"
+)
 
 // Policy is a host's resource policy, given with [WithPolicy]. The zero value means: no
 // time limit, a 5s grace period, no idle detection, no concurrency limit, a 1s minimum
@@ -58,28 +61,18 @@ func (p *Policy) validate() error {
 		{"MemoryCheckInterval", p.MemoryCheckInterval},
 	} {
 		if d.v < 0 {
-			return invalidf("Policy.%s is negative (%v)", d.name, d.v)
+			return invalidf("Policy", "%s is negative (%v)", d.name, d.v)
 		}
 	}
 	if !(p.MemoryLimitFraction >= 0 && p.MemoryLimitFraction <= 1) {
-		return invalidf("Policy.MemoryLimitFraction is %v, not in [0, 1]", p.MemoryLimitFraction)
+		return invalidf("Policy", "MemoryLimitFraction is %v, not in [0, 1]", p.MemoryLimitFraction)
 	}
 	if p.MaxConcurrent < 0 {
-		return invalidf("Policy.MaxConcurrent is negative (%d)", p.MaxConcurrent)
+		return invalidf("Policy", "MaxConcurrent is negative (%d)", p.MaxConcurrent)
 	}
 	return nil
 }
 
-func (p *Policy) grace() time.Duration {
-	if p.GracePeriod == 0 {
-		return DefaultGracePeriod
-	}
-	return p.GracePeriod
-}
+func (p *Policy) grace() time.Duration { return cmp.Or(p.GracePeriod, DefaultGracePeriod) }
 
-func (p *Policy) minFreshness() time.Duration {
-	if p.MinFreshness == 0 {
-		return DefaultMinFreshness
-	}
-	return p.MinFreshness
-}
+func (p *Policy) minFreshness() time.Duration { return cmp.Or(p.MinFreshness, DefaultMinFreshness) }

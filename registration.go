@@ -1,6 +1,8 @@
 package bgtask
 
 import (
+	"cmp"
+	"context"
 	"log/slog"
 	"time"
 
@@ -45,23 +47,26 @@ type Registration struct {
 	conditions   []Condition
 	cancelOnLoss bool
 	maxExec      time.Duration
-	oneShot      bool // the trigger's OneShot, read once by Register
+	oneShot      bool // the trigger's settings, read once by Register
+	sysType      SystemTriggerType
+	watch        func(ctx context.Context, fire func(details any) ApplicationTriggerResult) error
 
-	progress  handlers[ProgressEventArgs]
-	completed handlers[CompletedEventArgs]
+	progress  subscribers[func(ProgressEventArgs)]
+	completed subscribers[func(CompletedEventArgs)]
 	events    eventQueue
 
 	// Guarded by host.mu.
 	running      *instance // the live instance, if any
-	pending      any       // the details of a held fire, when held
-	held         bool      // a fire is held in host.queue
+	held         bool      // a fire is held (see dispatch.go)
+	pending      any       // the held fire's details
+	waiters      []chan<- CompletedEventArgs
+	waitingSlot  bool // in Host.slots
 	unregistered bool
-	quiet        bool              // its trigger's and conditions' watches are stopped
-	sched        schedState        // time trigger state
-	cond         *condState        // the conditions' values; nil without conditions
-	sysType      SystemTriggerType // for a system trigger: its type when registered
-	sysIndex     int               // and its place in Host.system[sysType]
-	stopWatch    func()            // ends a custom trigger's Watch
+	quiet        bool       // its trigger's and conditions' watches are stopped
+	sched        schedState // time trigger state
+	cond         *condState // the conditions' readings; nil without conditions
+	sysIndex     int        // for a system trigger: its place in Host.system[sysType]
+	stopWatch    func()     // ends a custom trigger's Watch
 }
 
 // TaskID identifies the registration.
@@ -81,6 +86,9 @@ func (r *Registration) Trigger() Trigger { return r.trigger }
 // in a handler is recovered and logged. remove does not wait for a handler that is running.
 // A nil h does nothing.
 func (r *Registration) OnProgress(h func(ProgressEventArgs)) (remove func()) {
+	if h == nil {
+		return func() {}
+	}
 	return r.progress.add(h)
 }
 
@@ -88,18 +96,22 @@ func (r *Registration) OnProgress(h func(ProgressEventArgs)) (remove func()) {
 // is registered, after the instance's last progress event, on the same goroutine and
 // terms as [Registration.OnProgress].
 func (r *Registration) OnCompleted(h func(CompletedEventArgs)) (remove func()) {
+	if h == nil {
+		return func() {}
+	}
 	return r.completed.add(h)
 }
 
-// Unregister removes the registration: its trigger no longer fires it and a held fire is
-// dropped. With cancelTask, a running instance is canceled with [Abort]; without, it runs
-// to its end. Either way its Completed event is still raised. Unregister does not wait for
-// the instance. Calling it again does nothing.
+// Unregister removes the registration: its trigger no longer fires it. A held fire is
+// dropped, and its Completed event raised as canceled with [Abort]. With cancelTask, a
+// running instance is canceled with Abort; without, it runs to its end. Either way its
+// Completed event is still raised. Unregister does not wait for the instance. Calling it
+// again does nothing.
 func (r *Registration) Unregister(cancelTask bool) {
 	h := r.host
 	h.lock()
 	inst := r.running
-	h.unregisterLocked(r)
+	h.unregisterLocked(r, Abort)
 	h.unlock()
 	if cancelTask && inst != nil {
 		inst.cancel(Abort)
@@ -111,10 +123,7 @@ func (r *Registration) attrs() []any { return []any{slog.String("task", r.name)}
 
 // maxExecution is the instance time limit in force: the builder's, else the policy's.
 func (r *Registration) maxExecution() time.Duration {
-	if r.maxExec > 0 {
-		return r.maxExec
-	}
-	return r.host.policy.MaxExecutionTime
+	return cmp.Or(r.maxExec, r.host.policy.MaxExecutionTime)
 }
 
 // ProgressEventArgs is the argument of a progress event.
@@ -123,14 +132,18 @@ type ProgressEventArgs struct {
 	Progress   uint32
 }
 
-// CompletedEventArgs is the argument of a Completed event.
+// CompletedEventArgs is the argument of a Completed event, raised once for every accepted
+// fire: when its instance ended, or when it was dropped before it started.
 type CompletedEventArgs struct {
 	InstanceID uuid.UUID
-	// Err is nil, the task's error, a [*PanicError], or an error wrapping [ErrTerminated].
+	// Err is nil, the task's error, a [*PanicError], an error wrapping [ErrTerminated], or,
+	// for a fire dropped before it started, the [*CanceledError].
 	Err      error
 	Canceled bool               // whether the instance was canceled
 	Reason   CancellationReason // why, when Canceled
 	Progress uint32             // the last progress value
+	Started  time.Time          // when Run was called; zero for a fire dropped before it started
+	Finished time.Time          // when the instance finished, was terminated, or was dropped
 }
 
 // CheckResult returns Err.

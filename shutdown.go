@@ -2,58 +2,68 @@ package bgtask
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
-	"strings"
 )
 
-// Shutdown stops every trigger, refuses new fires, cancels running instances with
-// [Terminating] and waits until each has finished or been terminated (after the grace
+// Shutdown stops every trigger, refuses new fires, drops the held ones (each raises its
+// Completed event, canceled with [Terminating]), cancels running instances with
+// Terminating and waits until each has finished or been terminated (after the grace
 // period), and every Completed event has been delivered, or until ctx ends.
 //
 // It returns nil when everything finished cleanly and every goroutine the host started
-// has returned. Otherwise the error names each instance terminated during the shutdown,
-// each terminated earlier whose goroutines still run, and, when ctx ended first (the error
-// then wraps ctx.Err()), each instance still running, with its registration name,
-// InstanceID and outstanding deferrals. Calling Shutdown again is safe: it waits the same
-// way and reports the same instances. The registrations stay listed by AllTasks.
+// has returned. Otherwise it returns a [*ShutdownError] that names each instance
+// terminated during the shutdown, each terminated earlier whose goroutines still run, and,
+// when ctx ended first (the error then wraps ctx.Err()), each instance still running and
+// each handler or Watch of the program still running. Calling Shutdown again is safe: it
+// waits the same way and reports the same. The registrations stay listed by AllTasks.
 //
-// Shutdown waits for event handlers: called from one, it can return only when ctx ends.
+// Called from an event handler, a Canceled handler, a CustomTrigger's Watch or a
+// condition's stop func, Shutdown cannot wait for its own caller: it waits for everything
+// else, and its error names the caller among Stuck. Called from a task's Run, it returns
+// once that instance has been terminated (its Run has not returned), after the grace
+// period.
 func (h *Host) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		return invalidf("Shutdown", "nil context")
+	}
+	self := 0
+	if calledFromCallback() {
+		self = 1
+	}
 	h.lock()
 	if !h.closed {
 		h.closed = true
 		h.closeLocked()
 	}
-	insts := h.running.slice(h.live)
 	h.unlock()
-	for _, i := range insts {
+	for _, i := range h.running() {
 		i.cancel(Terminating)
 	}
-	err := h.waitLive(ctx)
+	err := h.live.waitAtMost(ctx, &h.mu, 0)
 	if err == nil {
-		err = h.lib.wait(ctx)
+		err = h.lib.count.waitAtMost(ctx, &h.lib.mu, self)
 	}
-	return h.shutdownError(err)
+	return h.shutdownError(err, self > 0)
 }
 
-// closeLocked drops the held fires and stops the triggers' machinery.
+// closeLocked drops the held fires and stops the triggers' machinery. The triggers let go
+// of the registrations, so that a trigger the program keeps does not keep the host.
 func (h *Host) closeLocked() {
-	for _, r := range h.queue {
-		r.held, r.pending = false, nil
-	}
-	h.queue = nil
 	h.stopSchedulerLocked()
 	h.memory.stopLocked()
+	h.pause.by = 0
+	h.releasePauseLocked()
+	h.slots = nil
 	for _, r := range h.regs {
+		h.dropLocked(r, Terminating)
+		r.trigger.detach(r)
 		h.quietLocked(r)
 	}
 }
 
 // quietLocked stops what runs on r's behalf outside its instances: a custom trigger's
 // Watch and the condition subscriptions. Both are user code, so they are stopped by
-// cancelling a context and on a goroutine of the library, not under the lock.
+// canceling a context and on a goroutine of the library, not under the lock.
 func (h *Host) quietLocked(r *Registration) {
 	if r.quiet {
 		return
@@ -63,66 +73,29 @@ func (h *Host) quietLocked(r *Registration) {
 		r.stopWatch()
 	}
 	if r.cond != nil {
-		h.lib.Go(r.unwatch)
-	}
-}
-
-func (h *Host) waitLive(ctx context.Context) error {
-	h.lock()
-	if h.live == 0 {
-		h.unlock()
-		return nil
-	}
-	if h.liveZero == nil {
-		h.liveZero = make(chan struct{})
-	}
-	zero := h.liveZero
-	h.unlock()
-	select {
-	case <-zero:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		h.lib.Go(r, r.unwatch)
 	}
 }
 
 // shutdownError describes what Shutdown leaves behind, or returns nil when nothing is.
-func (h *Host) shutdownError(ctxErr error) error {
+// self says that Shutdown was called from a callback, which it could not wait for.
+func (h *Host) shutdownError(ctxErr error, self bool) error {
 	h.lock()
-	defer h.unlock()
-	lines := slices.Clone(h.lost)
-	var errs []error
-	if len(lines) > 0 {
-		errs = append(errs, ErrTerminated)
-	}
-	for i := range h.zombies {
-		lines = append(lines, fmt.Sprintf("%s: terminated, %d goroutine(s) still running", i.describe(), i.goroutines.Load()))
-	}
-	if ctxErr != nil {
-		errs = append(errs, ctxErr)
-		for _, i := range h.running.slice(h.live) {
-			lines = append(lines, fmt.Sprintf("%s: abandoned, %s", i.describe(), i.outstanding()))
+	infos := slices.Clone(h.lost)
+	h.unlock()
+	for _, i := range h.instances() {
+		listed := slices.ContainsFunc(infos, func(in InstanceInfo) bool { return in.InstanceID == i.id })
+		if in := i.info(); !listed && (in.State == InstanceTerminated || ctxErr != nil) {
+			infos = append(infos, in)
 		}
 	}
-	if len(lines) == 0 && ctxErr == nil {
+	var stuck []string
+	if ctxErr != nil || self {
+		stuck = h.lib.stuck()
+	}
+	if len(infos) == 0 && len(stuck) == 0 && ctxErr == nil {
 		return nil
 	}
-	slices.Sort(lines)
-	return &shutdownError{lines: lines, errs: errs}
+	slices.SortStableFunc(infos, func(a, b InstanceInfo) int { return a.Started.Compare(b.Started) })
+	return &ShutdownError{Err: ctxErr, Instances: infos, Stuck: stuck}
 }
-
-type shutdownError struct {
-	lines []string
-	errs  []error
-}
-
-func (e *shutdownError) Error() string {
-	msg := "bgtask: shutdown incomplete"
-	if len(e.errs) > 0 {
-		msg += " (" + errors.Join(e.errs...).Error() + ")"
-		msg = strings.ReplaceAll(msg, "\n", ", ")
-	}
-	return msg + ":\n\t" + strings.Join(e.lines, "\n\t")
-}
-
-func (e *shutdownError) Unwrap() []error { return e.errs }

@@ -1,6 +1,9 @@
 package bgtask
 
 import (
+	"cmp"
+	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -9,7 +12,7 @@ import (
 type pauseState struct {
 	by    uint8                         // pauseProgram | pauseMemory; guarded by the host's lock
 	ch    atomic.Pointer[chan struct{}] // non-nil while suspended; closed by the resume
-	since time.Time                     // when the suspension began
+	since int64                         // when the suspension began, on the host's clock
 }
 
 const (
@@ -26,65 +29,149 @@ const (
 func (h *Host) Suspend() { h.suspend(pauseProgram) }
 
 // Resume ends a suspension begun by Suspend: instances blocked in Checkpoint go on and the
-// held fires start (each registration once, with its latest details). The host stays
-// suspended while memory pressure lasts (see [Policy].MemoryLimitFraction). Resume does
-// not wait for the instances it lets go on or starts. Resume without Suspend does nothing.
+// held fires start (each registration once, with its latest details, in the order they
+// were held). The host stays suspended while memory pressure lasts (see
+// [Policy].MemoryLimitFraction). Resume does not wait for the instances it lets go on or
+// starts. Resume without Suspend does nothing.
 func (h *Host) Resume() { h.resume(pauseProgram) }
 
-func (h *Host) suspend(by uint8) {
+// suspend suspends the host for by and reports whether it was not suspended for by.
+func (h *Host) suspend(by uint8) bool {
 	h.lock()
 	defer h.unlock()
 	p := &h.pause
 	if h.closed || p.by&by != 0 {
-		return
+		return false
 	}
 	p.by |= by
 	if p.by != by {
-		return // already suspended for the other reason
+		return true // already suspended for the other reason
 	}
 	ch := make(chan struct{})
 	p.ch.Store(&ch)
-	p.since = time.Now()
-	for i := h.running.head; i != nil; i = i.next {
-		i.suspended.Add(1)
+	p.since = h.now()
+	for _, i := range h.insts {
+		if i.refs.Load() > 0 {
+			i.suspended.Add(1)
+		}
 	}
+	return true
 }
 
-func (h *Host) resume(by uint8) {
+// resume ends the suspension for by and reports whether the host was suspended for by.
+func (h *Host) resume(by uint8) bool {
 	h.lock()
 	p := &h.pause
 	if p.by&by == 0 {
 		h.unlock()
-		return
+		return false
 	}
-	p.by &^= by
-	if p.by != 0 {
+	if p.by &^= by; p.by != 0 {
 		h.unlock()
-		return
+		return true
 	}
-	close(*p.ch.Swap(nil))
-	paused := time.Since(p.since)
-	var running []*instance
+	since := h.releasePauseLocked()
+	var idle []*instance
 	if h.policy.IdleTimeout > 0 {
-		running = h.running.slice(h.live)
+		idle = make([]*instance, 0, len(h.insts))
+		for _, i := range h.insts {
+			idle = append(idle, i)
+		}
 	}
-	h.dispatchLocked()
+	held := make([]*Registration, 0, len(h.held))
+	for r := range h.held {
+		held = append(held, r)
+	}
+	slices.SortFunc(held, func(a, b *Registration) int { return cmp.Compare(h.held[a], h.held[b]) })
+	for _, r := range held {
+		h.tryStartLocked(r)
+	}
 	h.unlock()
-	for _, i := range running {
-		i.resumeIdle(paused)
+	for _, i := range idle {
+		i.resumeIdle(since, h.now())
 	}
+	return true
+}
+
+// releasePauseLocked lets go of the instances blocked in Checkpoint and returns when the
+// suspension began.
+func (h *Host) releasePauseLocked() (since int64) {
+	if ch := h.pause.ch.Swap(nil); ch != nil {
+		close(*ch)
+	}
+	return h.pause.since
 }
 
 func (h *Host) suspendedLocked() bool { return h.pause.by != 0 }
 
-// waitResumed blocks while the host is suspended, until it resumes or i is canceled.
-func (h *Host) waitResumed(i *instance) {
+// waitResumed blocks while the host is suspended, until it resumes or ctx is done.
+func (h *Host) waitResumed(ctx context.Context) {
 	ch := h.pause.ch.Load()
 	if ch == nil {
 		return
 	}
 	select {
 	case <-*ch:
-	case <-i.ctx.Done():
+	case <-ctx.Done():
 	}
+}
+
+// Idle detection: SetProgress and Checkpoint store the time of the call (touch); one
+// runtime timer per instance checks it when IdleTimeout could have passed and sets itself
+// again for the rest when the instance was active meanwhile. Nothing runs per call but
+// the store, and nothing at all when IdleTimeout is 0.
+
+func (h *Host) startIdleTimer(i *instance) {
+	if d := h.policy.IdleTimeout; d > 0 {
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		if i.refs.Load() > 0 {
+			i.idle = time.AfterFunc(d, i.checkIdle)
+			i.timers = append(i.timers, i.idle)
+		}
+	}
+}
+
+func (h *Host) touch(i *instance) {
+	if h.policy.IdleTimeout > 0 {
+		i.active.Store(h.now())
+	}
+}
+
+// checkIdle cancels the instance with IdleTask if it has been idle for IdleTimeout, or
+// sets the timer for the rest. While the host is suspended it does nothing: Resume calls
+// resumeIdle.
+func (i *instance) checkIdle() {
+	h := i.reg.host
+	if h.pause.ch.Load() != nil {
+		return
+	}
+	idle := time.Duration(h.now() - i.active.Load())
+	if idle >= h.policy.IdleTimeout {
+		i.cancel(IdleTask)
+		return
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	// idle is nil while the instance is started but not yet launched: launch sets it.
+	if i.refs.Load() > 0 && i.idle != nil {
+		i.idle.Reset(h.policy.IdleTimeout - idle)
+	}
+}
+
+// resumeIdle takes the suspension from since to until out of the instance's idle time,
+// and checks again: activity before the suspension moves forward by its length, and
+// activity during it counts as at its end.
+func (i *instance) resumeIdle(since, until int64) {
+	for {
+		old := i.active.Load()
+		moved := max(old, until) // active during the suspension, or after it
+		if old < since {
+			moved = old + (until - since)
+		}
+		if moved == old || i.active.CompareAndSwap(old, moved) {
+			break
+		}
+	}
+	i.checkIdle()
 }

@@ -159,6 +159,6 @@ func TestCustomTrigger(t *testing.T) {
 		mustRegister(t, h, bgtask.Builder{Name: "again", Task: rec, Trigger: trig})
 		<-watching
 		require.NoError(t, h.Shutdown(context.Background()), "Shutdown stops Watch")
-		assert.Contains(t, log.String(), "custom trigger stopped")
+		assert.Contains(t, log.String(), "panic in CustomTrigger.Watch recovered")
 	})
 }

@@ -1,6 +1,10 @@
 package bgtask
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
 
 // ApplicationTriggerDetails is the TriggerDetails of an instance started by
 // [ApplicationTrigger.Request].
@@ -21,3 +25,31 @@ type TimeTriggerDetails struct {
 type SystemTriggerDetails struct {
 	Type SystemTriggerType
 }
+
+// Arg returns the argument key of the [ApplicationTrigger] Request that started inst, as a
+// T. The error wraps [ErrInvalidArgument] and says which of these it is: inst was not
+// started by an ApplicationTrigger, the key is missing, or the value is of another type
+// than T (both types are named).
+func Arg[T any](inst BackgroundTaskInstance, key string) (T, error) {
+	var zero T
+	subject := "Arg(" + strconv.Quote(key) + ")"
+	if inst == nil {
+		return zero, invalidf(subject, "nil instance")
+	}
+	d, ok := inst.TriggerDetails().(*ApplicationTriggerDetails)
+	if !ok || d == nil {
+		return zero, invalidf(subject, "the instance was not started by an ApplicationTrigger (its details are %T)", inst.TriggerDetails())
+	}
+	v, ok := d.Arguments[key]
+	if !ok {
+		return zero, invalidf(subject, "no such argument")
+	}
+	t, ok := v.(T)
+	if !ok {
+		return zero, invalidf(subject, "the argument is a %T, not a %s", v, typeName[T]())
+	}
+	return t, nil
+}
+
+// typeName names T, an interface type included.
+func typeName[T any]() string { return fmt.Sprintf("%T", (*T)(nil))[1:] }

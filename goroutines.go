@@ -1,0 +1,189 @@
+package bgtask
+
+import (
+	"context"
+	"reflect"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// countdown is a count that waiters can watch go down: the one wait-for-zero of the
+// package, used for the live instances and for the library's goroutines. Its owner's lock
+// guards it.
+type countdown struct {
+	n       int
+	lowered chan struct{} // closed at the next decrease; made by a waiter
+}
+
+func (c *countdown) add(d int) {
+	c.n += d
+	if d < 0 && c.lowered != nil {
+		close(c.lowered)
+		c.lowered = nil
+	}
+}
+
+// waitAtMost waits until c counts at most n, or ctx ends. mu is c's owner's lock, not held
+// by the caller.
+func (c *countdown) waitAtMost(ctx context.Context, mu *sync.Mutex, n int) error {
+	for {
+		mu.Lock()
+		if c.n <= n {
+			mu.Unlock()
+			return nil
+		}
+		if c.lowered == nil {
+			c.lowered = make(chan struct{})
+		}
+		lowered := c.lowered
+		mu.Unlock()
+		select {
+		case <-lowered:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// tracker keeps the goroutines the library starts, so that Shutdown can wait for them and
+// name those that run user code when it gives up. Its zero value is ready to use.
+type tracker struct {
+	mu    sync.Mutex
+	count countdown
+	jobs  job // the ring of running jobs; jobs itself is not one
+}
+
+// job is one goroutine of the library, or one stretch of a task's goroutine that delivers
+// events for the library. calling names the user code it runs now (nil between calls).
+type job struct {
+	reg        *Registration // whose code it runs; nil for the host's own goroutines
+	calling    atomic.Pointer[string]
+	prev, next *job
+}
+
+// begin counts j as running.
+func (t *tracker) begin(j *job) {
+	t.mu.Lock()
+	if t.jobs.next == nil {
+		t.jobs.next, t.jobs.prev = &t.jobs, &t.jobs
+	}
+	j.prev, j.next = t.jobs.prev, &t.jobs
+	j.prev.next, t.jobs.prev = j, j
+	t.count.add(1)
+	t.mu.Unlock()
+}
+
+// end stops counting j.
+func (t *tracker) end(j *job) {
+	t.mu.Lock()
+	j.prev.next, j.next.prev = j.next, j.prev
+	j.prev, j.next = nil, nil
+	t.count.add(-1)
+	t.mu.Unlock()
+}
+
+// Go runs f on a new goroutine, counted until f returns or calls runtime.Goexit. r is the
+// registration whose code f runs, nil for the host's own.
+func (t *tracker) Go(r *Registration, f func(j *job)) {
+	j := &job{reg: r}
+	t.begin(j)
+	t.goBegun(j, f)
+}
+
+// goBegun runs f on a new goroutine as j, which the caller has begun.
+func (t *tracker) goBegun(j *job, f func(j *job)) {
+	go func() {
+		defer t.end(j)
+		f(j)
+	}()
+}
+
+// stuck names the jobs running user code now.
+func (t *tracker) stuck() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var names []string
+	for j := t.jobs.next; j != nil && j != &t.jobs; j = j.next {
+		if what := j.calling.Load(); what != nil {
+			name := *what
+			if j.reg != nil {
+				name += " of " + strconv.Quote(j.reg.name)
+			}
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// The names of the user code that library goroutines call, for ShutdownError.Stuck.
+var (
+	inProgressHandler  = "OnProgress handler"
+	inCompletedHandler = "OnCompleted handler"
+	inCanceledHandler  = "OnCanceled handler"
+	inWatch            = "CustomTrigger.Watch"
+	inConditionStop    = "Condition.Watch's stop func"
+)
+
+// callUser calls f, the user code named by what, on job j, and returns f's panic as a
+// *PanicError. Every callback on a library goroutine goes through it, so that Shutdown can
+// tell when it is called from one (see calledFromCallback). If f calls runtime.Goexit,
+// callUser does not return: only the callers' deferred calls run.
+func callUser(j *job, what *string, f func()) (err error) {
+	j.calling.Store(what)
+	defer j.calling.Store(nil)
+	return capture(func() error { f(); return nil })
+}
+
+// capture calls f and returns its error, or its panic as a *PanicError: the one panic
+// capture of the package. If f calls runtime.Goexit, capture does not return: callers that
+// must clean up do so in a deferred call, with a result that starts as errGoexit.
+func capture(f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: stack()}
+		}
+	}()
+	return f()
+}
+
+// stack returns the stack of the calling goroutine.
+func stack() []byte {
+	buf := make([]byte, 4096)
+	for {
+		n := runtime.Stack(buf, false)
+		if n < len(buf) {
+			return buf[:n]
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// callUserName is callUser's name in stack traces.
+var callUserName = runtime.FuncForPC(reflect.ValueOf(callUser).Pointer()).Name()
+
+// calledFromCallback reports whether the calling goroutine is running user code for the
+// library: an event or Canceled handler, a CustomTrigger's Watch, a condition's stop func.
+// Shutdown uses it not to wait for its own goroutine.
+func calledFromCallback() bool {
+	pcs := make([]uintptr, 64)
+	for {
+		n := runtime.Callers(2, pcs)
+		if n < len(pcs) {
+			pcs = pcs[:n]
+			break
+		}
+		pcs = make([]uintptr, 2*len(pcs))
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		if f.Function == callUserName {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
