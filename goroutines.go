@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -25,20 +26,20 @@ func (c *countdown) add(d int) {
 	}
 }
 
-// waitAtMost waits until c counts at most n, or ctx ends. mu is c's owner's lock, not held
-// by the caller.
-func (c *countdown) waitAtMost(ctx context.Context, mu *sync.Mutex, n int) error {
+// waitAtMost waits until c counts at most n, or ctx ends. lock and unlock take and release
+// c's owner's lock, which the caller does not hold.
+func (c *countdown) waitAtMost(ctx context.Context, lock, unlock func(), n int) error {
 	for {
-		mu.Lock()
+		lock()
 		if c.n <= n {
-			mu.Unlock()
+			unlock()
 			return nil
 		}
 		if c.lowered == nil {
 			c.lowered = make(chan struct{})
 		}
 		lowered := c.lowered
-		mu.Unlock()
+		unlock()
 		select {
 		case <-lowered:
 		case <-ctx.Done():
@@ -160,8 +161,12 @@ func stack() []byte {
 	}
 }
 
-// callUserName is callUser's name in stack traces.
-var callUserName = runtime.FuncForPC(reflect.ValueOf(callUser).Pointer()).Name()
+// callUserName and callHandlerName are the names in stack traces of the two functions
+// that call user code on library goroutines; callHandler is generic, hence the prefix.
+var (
+	callUserName    = runtime.FuncForPC(reflect.ValueOf(callUser).Pointer()).Name()
+	callHandlerName = strings.TrimSuffix(callUserName, "callUser") + "callHandler["
+)
 
 // calledFromCallback reports whether the calling goroutine is running user code for the
 // library: an event or Canceled handler, a CustomTrigger's Watch, a condition's stop func.
@@ -179,7 +184,7 @@ func calledFromCallback() bool {
 	frames := runtime.CallersFrames(pcs)
 	for {
 		f, more := frames.Next()
-		if f.Function == callUserName {
+		if f.Function == callUserName || strings.HasPrefix(f.Function, callHandlerName) {
 			return true
 		}
 		if !more {

@@ -22,8 +22,8 @@ import (
 //     suspension, condition readings and system conditions. Taken through lock and unlock
 //     (dispatch.go), never around user code.
 //  2. instance.mu: an instance's first error, timers, Canceled handlers and deferral sites.
-//  3. The leaves, which take no other lock: ApplicationTrigger.mu, tracker.mu,
-//     subscribers.mu, eventQueue.mu, Switch.mu.
+//  3. The leaves, which take no other lock: endingList.mu, ApplicationTrigger.mu,
+//     tracker.mu, subscribers.mu, eventQueue.mu, Switch.mu.
 //
 // Hot paths take none of them: SetProgress, GetDeferral and Complete use atomics.
 
@@ -40,23 +40,26 @@ type Host struct {
 	epoch   time.Time // for the monotonic clock of the scheduler and idle detection
 	memory  memoryWatch
 
-	mu       sync.Mutex
-	regs     map[uuid.UUID]*Registration
-	closed   bool
-	insts    map[uuid.UUID]*instance // started and not ended, or terminated with goroutines left
-	live     countdown               // instances started and not ended
-	seq      uint64                  // start and hold order
-	ids      idPool
-	held     map[*Registration]uint64 // registrations with a held fire, and when it was held
-	slots    []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
-	toLaunch []*instance              // started under the lock, launched by unlock
-	toDrop   []*instance              // dropped fires, whose Completed events unlock raises
-	lost     []InstanceInfo           // instances terminated during Shutdown
-	system   map[SystemTriggerType][]*Registration
-	sched    *scheduler // time triggers; nil until the first is registered
-	pause    pauseState
-	sysState map[SystemConditionType]bool
-	sysWatch map[SystemConditionType]*subscribers[func()]
+	mu          sync.Mutex
+	regs        map[uuid.UUID]*Registration
+	closed      bool
+	insts       instList  // started and not ended, or terminated with goroutines left
+	live        countdown // instances started and not ended
+	seq         uint64    // hold order
+	ids         idPool
+	held        map[*Registration]uint64 // registrations with a held fire, and when it was held
+	slots       []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
+	toLaunch    []*instance              // started under the lock, launched by unlock
+	toDrop      []*instance              // dropped fires, whose Completed events unlock raises
+	ending      endingList               // instances that ended, to retire (see retire)
+	retired     []*instance              // retired under the lock, whose Completed events unlock raises
+	endingBatch []*instance              // the array of the last list taken from ending
+	lost        []InstanceInfo           // instances terminated during Shutdown
+	system      map[SystemTriggerType][]*Registration
+	sched       *scheduler // time triggers; nil until the first is registered
+	pause       pauseState
+	sysState    map[SystemConditionType]bool
+	sysWatch    map[SystemConditionType]*subscribers[func()]
 }
 
 // NewHost returns a host configured by opts, or the first option's error.
@@ -65,7 +68,6 @@ func NewHost(opts ...Option) (*Host, error) {
 		log:     slog.Default(),
 		entries: make(map[string]BackgroundTask),
 		regs:    make(map[uuid.UUID]*Registration),
-		insts:   make(map[uuid.UUID]*instance),
 		held:    make(map[*Registration]uint64),
 		epoch:   time.Now(),
 	}
@@ -224,10 +226,16 @@ func (h *Host) Cancel(reason CancellationReason) {
 // reports whether it did: false for an unknown, ended or already canceled instance. It does
 // not wait for the instance to finish.
 func (h *Host) CancelInstance(id uuid.UUID, reason CancellationReason) bool {
+	var found *instance
 	h.lock()
-	i := h.insts[id]
+	for i := h.insts.head; i != nil; i = i.next {
+		if i.id == id {
+			found = i
+			break
+		}
+	}
 	h.unlock()
-	return i != nil && i.cancel(reason)
+	return found != nil && found.cancel(reason)
 }
 
 // Instances returns a snapshot of every instance that has started and not ended, and of
@@ -244,12 +252,11 @@ func (h *Host) Instances() []InstanceInfo {
 // instances returns the instances Instances lists, oldest first.
 func (h *Host) instances() []*instance {
 	h.lock()
-	insts := make([]*instance, 0, len(h.insts))
-	for _, i := range h.insts {
+	defer h.unlock()
+	var insts []*instance
+	for i := h.insts.head; i != nil; i = i.next {
 		insts = append(insts, i)
 	}
-	h.unlock()
-	slices.SortFunc(insts, func(a, b *instance) int { return cmp.Compare(a.seq, b.seq) })
 	return insts
 }
 

@@ -110,10 +110,10 @@ func (r *Registration) OnCompleted(h func(CompletedEventArgs)) (remove func()) {
 func (r *Registration) Unregister(cancelTask bool) {
 	h := r.host
 	h.lock()
-	inst := r.running
+	inst, again := r.running, r.unregistered
 	h.unregisterLocked(r, Abort)
 	h.unlock()
-	if cancelTask && inst != nil {
+	if cancelTask && inst != nil && !again {
 		inst.cancel(Abort)
 	}
 }

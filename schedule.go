@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"runtime"
 	"time"
 )
 
@@ -49,6 +50,7 @@ func (s *scheduler) loop(h *Host) {
 			case <-s.stop:
 				return
 			default:
+				runtime.Gosched()
 				continue
 			}
 		default:

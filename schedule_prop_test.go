@@ -15,11 +15,13 @@ import (
 )
 
 // regSpec describes a registration of the scheduler property test: a time trigger with
-// a period in seconds, or a system trigger of a type; with or without the shared condition.
+// a period in seconds, or a system trigger of a type; with or without the shared condition;
+// and how long its instances run.
 type regSpec struct {
 	period  int // seconds; 0 for a system trigger
 	sysType bgtask.SystemTriggerType
 	useCond bool
+	secs    []int // seconds each instance runs, in turn (the k-th start runs secs[k%len(secs)])
 }
 
 // schedAction is one move: sleep, suspend, resume, cond, signal, register, unregister.
@@ -40,6 +42,9 @@ func drawSpec(t *rapid.T) regSpec {
 	} else {
 		s.sysType = rapid.SampledFrom(sysTypes).Draw(t, "sysType")
 	}
+	// Instances that outlast one or more periods (or the next signal) exercise the
+	// catch-up; 0 returns at once.
+	s.secs = rapid.SliceOfN(rapid.IntRange(0, 9), 1, 3).Draw(t, "secs")
 	return s
 }
 
@@ -70,7 +75,12 @@ func drawActions(t *rapid.T) ([]regSpec, []schedAction) {
 // system fire), both in seconds since the test began.
 type start struct{ at, scheduled time.Duration }
 
-// schedModel predicts every start from the actions.
+// schedModel predicts every start from the actions. A fire that cannot start (an instance
+// of the registration runs, the host is suspended, the condition does not hold) is held,
+// and later fires coalesce with it: a time trigger's held fire carries the latest slot
+// reached. It starts as soon as nothing holds it: when the instance ends, at Resume, or when
+// the condition holds again. The time trigger's grid is never moved: a catch-up fire for
+// slot s is followed by the slot after s.
 type schedModel struct {
 	now       time.Duration
 	suspended bool
@@ -84,10 +94,14 @@ type modelReg struct {
 	next     time.Duration // next slot of a time trigger
 	held     bool
 	heldSlot time.Duration
+	running  bool
+	endAt    time.Duration // when the running instance returns
 	starts   []start
 }
 
-func (m *schedModel) blocked(r *modelReg) bool { return m.suspended || r.spec.useCond && !m.cond }
+func (m *schedModel) blocked(r *modelReg) bool {
+	return r.running || m.suspended || r.spec.useCond && !m.cond
+}
 
 // fire applies a fire of r with the given slot (0 for a system fire).
 func (m *schedModel) fire(r *modelReg, slot time.Duration) {
@@ -95,14 +109,32 @@ func (m *schedModel) fire(r *modelReg, slot time.Duration) {
 		r.held, r.heldSlot = true, slot
 		return
 	}
+	m.start(r, slot)
+}
+
+// start starts an instance of r for slot; one that runs for no time ends at once.
+func (m *schedModel) start(r *modelReg, slot time.Duration) {
+	r.held = false
+	secs := r.spec.secs[len(r.starts)%len(r.spec.secs)]
 	r.starts = append(r.starts, start{m.now, slot})
+	r.running, r.endAt = true, m.now+time.Duration(secs)*time.Second
+	if secs == 0 {
+		m.end(r)
+	}
+}
+
+// end ends r's running instance: its held fire, if any, starts now if nothing else holds it.
+func (m *schedModel) end(r *modelReg) {
+	r.running = false
+	if r.active && r.held && !m.blocked(r) {
+		m.start(r, r.heldSlot)
+	}
 }
 
 func (m *schedModel) release() {
 	for _, r := range m.regs {
 		if r.active && r.held && !m.blocked(r) {
-			r.held = false
-			r.starts = append(r.starts, start{m.now, r.heldSlot})
+			m.start(r, r.heldSlot)
 		}
 	}
 }
@@ -111,24 +143,36 @@ func (m *schedModel) add(spec regSpec) {
 	m.regs = append(m.regs, &modelReg{spec: spec, active: true, next: m.now + time.Duration(spec.period)*time.Second})
 }
 
-// sleep moves the model's clock to now+d, firing every slot on the way, in time order.
+// sleep moves the model's clock to now+d, ending instances and firing slots on the way, in
+// time order. Registrations do not affect each other, so only one registration's events at
+// equal times are ordered: a slot reached as the instance ends is fired first, so that the
+// catch-up at that time is for that slot, the latest one reached (the host reads the latest
+// slot when the instance is retired).
 func (m *schedModel) sleep(d time.Duration) {
-	end := m.now + d
+	until := m.now + d
 	for {
-		var due *modelReg
+		var ending, due *modelReg
 		for _, r := range m.regs {
-			if r.active && r.spec.period > 0 && r.next <= end && (due == nil || r.next < due.next) {
+			if r.running && r.endAt <= until && (ending == nil || r.endAt < ending.endAt) {
+				ending = r
+			}
+			if r.active && r.spec.period > 0 && r.next <= until && (due == nil || r.next < due.next) {
 				due = r
 			}
 		}
-		if due == nil {
-			break
+		switch {
+		case ending != nil && (due == nil || ending.endAt < due.next):
+			m.now = ending.endAt
+			m.end(ending)
+		case due != nil:
+			m.now = due.next
+			due.next += time.Duration(due.spec.period) * time.Second
+			m.fire(due, m.now)
+		default:
+			m.now = until
+			return
 		}
-		m.now = due.next
-		m.fire(due, due.next)
-		due.next += time.Duration(due.spec.period) * time.Second
 	}
-	m.now = end
 }
 
 func (m *schedModel) apply(a schedAction) {
@@ -170,7 +214,9 @@ func TestSchedulerProperties(t *testing.T) {
 }
 
 // runScheduler plays the actions on a real host and on the model and compares every
-// registration's starts.
+// registration's starts, each with its ScheduledAt: so a storm (a start per missed slot), an
+// overlap (a start before the instance returned), a catch-up that is lost, late or for
+// another slot, and a grid that drifts after a catch-up all show as a difference.
 func runScheduler(specs []regSpec, acts []schedAction) error {
 	h, err := bgtask.NewHost()
 	if err != nil {
@@ -179,12 +225,19 @@ func runScheduler(specs []regSpec, acts []schedAction) error {
 	begin := time.Now()
 	cond := bgtask.NewCondition(false)
 	m := &schedModel{cond: false}
-	var mu sync.Mutex
-	var got [][]start
-	var regs []*bgtask.Registration
+	var (
+		mu       sync.Mutex
+		got      [][]start
+		running  []bool // an instance of the registration is in Run
+		overlaps []error
+		regs     []*bgtask.Registration
+	)
 	register := func(spec regSpec) error {
+		mu.Lock()
 		k := len(got)
 		got = append(got, nil)
+		running = append(running, false)
+		mu.Unlock()
 		b := bgtask.Builder{Name: fmt.Sprint(k), Trigger: &bgtask.SystemTrigger{Type: spec.sysType},
 			Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
 				var slot time.Duration
@@ -192,8 +245,26 @@ func runScheduler(specs []regSpec, acts []schedAction) error {
 					slot = d.ScheduledAt.Sub(begin)
 				}
 				mu.Lock()
+				nth := len(got[k])
 				got[k] = append(got[k], start{time.Since(begin), slot})
+				if running[k] {
+					overlaps = append(overlaps, fmt.Errorf("registration %d %+v: start %d at %v while an instance runs", k, spec, nth, time.Since(begin)))
+				}
+				running[k] = true
 				mu.Unlock()
+				defer func() {
+					mu.Lock()
+					running[k] = false
+					mu.Unlock()
+				}()
+				if secs := spec.secs[nth%len(spec.secs)]; secs > 0 {
+					timer := time.NewTimer(time.Duration(secs) * time.Second)
+					defer timer.Stop()
+					select {
+					case <-timer.C:
+					case <-ctx.Done(): // Shutdown
+					}
+				}
 				return nil
 			})}
 		if spec.period > 0 {
@@ -240,6 +311,11 @@ func runScheduler(specs []regSpec, acts []schedAction) error {
 	}
 	if err := h.Shutdown(context.Background()); err != nil {
 		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(overlaps) > 0 {
+		return overlaps[0]
 	}
 	for k, r := range m.regs {
 		if !slices.Equal(got[k], r.starts) {

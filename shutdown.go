@@ -39,9 +39,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	for _, i := range h.running() {
 		i.cancel(Terminating)
 	}
-	err := h.live.waitAtMost(ctx, &h.mu, 0)
+	err := h.live.waitAtMost(ctx, h.lock, h.unlock, 0)
 	if err == nil {
-		err = h.lib.count.waitAtMost(ctx, &h.lib.mu, self)
+		err = h.lib.count.waitAtMost(ctx, h.lib.mu.Lock, h.lib.mu.Unlock, self)
 	}
 	return h.shutdownError(err, self > 0)
 }

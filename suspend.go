@@ -50,7 +50,7 @@ func (h *Host) suspend(by uint8) bool {
 	ch := make(chan struct{})
 	p.ch.Store(&ch)
 	p.since = h.now()
-	for _, i := range h.insts {
+	for i := h.insts.head; i != nil; i = i.next {
 		if i.refs.Load() > 0 {
 			i.suspended.Add(1)
 		}
@@ -73,8 +73,7 @@ func (h *Host) resume(by uint8) bool {
 	since := h.releasePauseLocked()
 	var idle []*instance
 	if h.policy.IdleTimeout > 0 {
-		idle = make([]*instance, 0, len(h.insts))
-		for _, i := range h.insts {
+		for i := h.insts.head; i != nil; i = i.next {
 			idle = append(idle, i)
 		}
 	}

@@ -30,8 +30,8 @@ type Trigger interface {
 type triggerSettings struct {
 	kind    triggerKind
 	oneShot bool
-	period  time.Duration                                                           // TimeTrigger
-	sysType SystemTriggerType                                                       // SystemTrigger
+	period  time.Duration                                                            // TimeTrigger
+	sysType SystemTriggerType                                                        // SystemTrigger
 	watch   func(ctx context.Context, fire func(any) ApplicationTriggerResult) error // CustomTrigger
 }
 
