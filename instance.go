@@ -235,8 +235,8 @@ func (i *instance) runReturned(err error) {
 	deliverHere := i.release(runRef, true)
 	i.goroutineDone()
 	if deliverHere {
+		defer i.reg.host.lib.end(&i.job) // deferred: a handler may call runtime.Goexit
 		i.reg.drain(&i.job, nil)
-		i.reg.host.lib.end(&i.job)
 	}
 }
 
@@ -329,8 +329,8 @@ func (i *instance) terminate() {
 	}
 	i.reg.host.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
 	if i.end(te, true) {
+		defer i.reg.host.lib.end(&i.job) // deferred: a handler may call runtime.Goexit
 		i.reg.drain(&i.job, nil)
-		i.reg.host.lib.end(&i.job)
 	}
 }
 
