@@ -2,7 +2,9 @@ package bgtask
 
 import (
 	"context"
+	"log/slog"
 	"math"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -16,8 +18,10 @@ func TestMemoryPressureSuspendsThenRevokesNewestFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var heap atomic.Uint64
 		heap.Store(100)
+		var log strings.Builder
 		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return heap.Load(), 1000 }, func() {}),
-			WithPolicy(Policy{MemoryLimitFraction: 0.8, MemoryPressurePeriod: 5 * time.Second, MemoryCheckInterval: time.Second}))
+			WithPolicy(Policy{MemoryLimitFraction: 0.8, MemoryPressurePeriod: 5 * time.Second, MemoryCheckInterval: time.Second}),
+			WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 		require.NoError(t, err)
 		completed := make(chan string, 3)
 		var trigs []*ApplicationTrigger
@@ -63,6 +67,36 @@ func TestMemoryPressureSuspendsThenRevokesNewestFirst(t *testing.T) {
 		res, err = trigs[1].Request(context.Background(), nil)
 		require.NoError(t, err)
 		assert.Equal(t, Allowed, res)
+		require.NoError(t, h.Shutdown(context.Background()))
+		for _, msg := range []string{`pressure: host suspended"`, `instance revoked" task=newest`, `instance revoked" task=middle`, `pressure over: host resumed"`} {
+			assert.Contains(t, log.String(), msg)
+		}
+	})
+}
+
+// The heap reading counts dead objects until the next collection: a host suspended for
+// pressure that allocates nothing would wait minutes for one. It collects itself, and
+// resumes at the first check after the pressure ended.
+func TestMemoryPressureEndsWithoutAllocation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var live, read atomic.Uint64 // read lags live until a collection
+		live.Store(900)
+		read.Store(900)
+		collect := func() { read.Store(live.Load()) }
+		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return read.Load(), 1000 }, collect),
+			WithPolicy(Policy{MemoryLimitFraction: 0.5, MemoryPressurePeriod: time.Hour, MemoryCheckInterval: time.Second}),
+			WithLogger(slog.New(slog.DiscardHandler)))
+		require.NoError(t, err)
+		time.Sleep(time.Second + time.Millisecond)
+		h.lock()
+		require.True(t, h.suspendedLocked(), "suspended at the first check")
+		h.unlock()
+		live.Store(100) // the task holding memory ended; nothing allocates
+		time.Sleep(time.Second)
+		synctest.Wait()
+		h.lock()
+		assert.False(t, h.suspendedLocked(), "resumed at the next check")
+		h.unlock()
 		require.NoError(t, h.Shutdown(context.Background()))
 	})
 }

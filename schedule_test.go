@@ -2,7 +2,6 @@ package bgtask_test
 
 import (
 	"context"
-	"runtime"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -159,21 +158,6 @@ func TestTimeTriggerFreshnessValidation(t *testing.T) {
 			require.NoError(t, h.Shutdown(context.Background()))
 		})
 	}
-}
-
-func TestTimeTriggersShareOneGoroutine(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		before := runtime.NumGoroutine()
-		h := newHost(t)
-		task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
-		for k := range 1000 {
-			mustRegister(t, h, bgtask.Builder{Name: "t", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Duration(k+1) * time.Hour}})
-		}
-		synctest.Wait()
-		assert.Equal(t, before+1, runtime.NumGoroutine(), "one goroutine, the scheduler, for all of them")
-		require.NoError(t, h.Shutdown(context.Background()))
-		assert.Equal(t, before, runtime.NumGoroutine(), "joined by Shutdown")
-	})
 }
 
 func TestTimeTriggerHeldWhileSuspended(t *testing.T) {
