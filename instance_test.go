@@ -423,6 +423,9 @@ func TestInstanceAccessors(t *testing.T) {
 		insts := make(chan bgtask.BackgroundTaskInstance, 2)
 		ctxs := make(chan context.Context, 2)
 		f := newFixture(t, started(insts, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			assert.Zero(t, inst.Progress(), "0 before SetProgress")
+			inst.SetProgress(7)
+			assert.Equal(t, uint32(7), inst.Progress())
 			ctxs <- ctx
 			return inst.Checkpoint()
 		}))
@@ -433,6 +436,8 @@ func TestInstanceAccessors(t *testing.T) {
 		assert.Equal(t, <-ctxs, a.Context())
 		e := <-f.done
 		assert.Equal(t, e.InstanceID, a.InstanceID())
+		assert.Equal(t, uint32(7), a.Progress(), "kept after the end")
+		assert.Equal(t, uint32(7), e.Progress)
 		f.request(t, nil)
 		b := <-insts
 		<-ctxs
