@@ -208,9 +208,21 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 
 // run is the body of an instance's goroutine: it calls Run, then releases Run's reference.
 // When that ends the instance, this goroutine delivers the events itself rather than
-// starting another one (see Host.retire).
+// starting another one (see Host.retire). Delivering is done here, in run's own small
+// frame, after runTask returned: handlers then have most of the goroutine's first stack to
+// themselves (see raise).
 func (i *instance) run(delegated []*instance) {
 	i.reg.host.launchAll(delegated)
+	if !i.runTask() {
+		return
+	}
+	defer i.reg.host.lib.end(&i.job) // deferred: a handler may call runtime.Goexit
+	i.reg.drain(&i.job, nil)
+}
+
+// runTask makes the context, calls Run and releases its reference. It reports whether the
+// caller is to deliver the instance's events.
+func (i *instance) runTask() (deliverHere bool) {
 	ctx, stop := context.WithCancelCause(context.Background())
 	i.mu.Lock()
 	i.ctx, i.stop = ctx, stop
@@ -221,23 +233,22 @@ func (i *instance) run(delegated []*instance) {
 	i.started.Store(time.Now().UnixNano())
 	returned := false
 	defer func() {
-		if !returned { // Run called runtime.Goexit
-			i.runReturned(errGoexit)
+		if !returned { // Run called runtime.Goexit: the goroutine ends after this
+			i.runReturned(errGoexit, false)
 		}
 	}()
 	err := capture(func() error { return i.reg.task.Run(i.ctx, i) })
 	returned = true
-	i.runReturned(err)
+	return i.runReturned(err, true)
 }
 
-func (i *instance) runReturned(err error) {
+// runReturned records Run's result and releases its reference. inline says whether the
+// caller may deliver the events that this ends with.
+func (i *instance) runReturned(err error, inline bool) (deliverHere bool) {
 	i.fail(err)
-	deliverHere := i.release(runRef, true)
+	deliverHere = i.release(runRef, inline)
 	i.goroutineDone()
-	if deliverHere {
-		defer i.reg.host.lib.end(&i.job) // deferred: a handler may call runtime.Goexit
-		i.reg.drain(&i.job, nil)
-	}
+	return deliverHere
 }
 
 // fail records err as the instance's result unless an error was recorded before.
