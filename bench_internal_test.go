@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Lateness of a burst: 10,000 time triggers due at one instant, from ScheduledAt to Run,
@@ -111,4 +113,20 @@ func warmUp(n int) {
 	}
 	close(gate)
 	wg.Wait()
+}
+
+// Instance IDs: the host's pool of random bytes beside uuid.New, which reads the system's
+// random source for each ID.
+
+func BenchmarkInstanceID(b *testing.B) {
+	var p idPool
+	for b.Loop() {
+		_ = p.newID()
+	}
+}
+
+func BenchmarkInstanceIDBaselineUUIDNew(b *testing.B) {
+	for b.Loop() {
+		_ = uuid.New()
+	}
 }

@@ -18,9 +18,9 @@ import (
 )
 
 // parked starts one instance that waits until the benchmark ends and returns it.
-func parked(b *testing.B) (bgtask.BackgroundTaskInstance, *bgtask.Registration) {
+func parked(b *testing.B, opts ...bgtask.Option) (bgtask.BackgroundTaskInstance, *bgtask.Registration) {
 	b.Helper()
-	h, err := bgtask.NewHost(bgtask.WithLogger(nil))
+	h, err := bgtask.NewHost(append([]bgtask.Option{bgtask.WithLogger(nil)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,6 +48,16 @@ func parked(b *testing.B) (bgtask.BackgroundTaskInstance, *bgtask.Registration) 
 
 func BenchmarkDeferral(b *testing.B) {
 	inst, _ := parked(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		inst.GetDeferral().Complete()
+	}
+}
+
+// BenchmarkDeferralSites is BenchmarkDeferral with WithDeferralSites(true): each deferral
+// records where and when it was taken.
+func BenchmarkDeferralSites(b *testing.B) {
+	inst, _ := parked(b, bgtask.WithDeferralSites(true))
 	b.ReportAllocs()
 	for b.Loop() {
 		inst.GetDeferral().Complete()

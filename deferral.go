@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // An instance's reference count is the one word that says whether it has ended. It counts
@@ -31,16 +32,19 @@ const (
 // says so); a copy's Complete completes the deferral it was copied from. Its zero value
 // and a nil *Deferral are inert: Complete does nothing.
 type Deferral struct {
-	_    noCopy
-	self *Deferral // the deferral itself, so that a copy completes the original
+	_ noCopy
+	// self is the deferral itself until Complete swaps it to nil: idempotence in one atomic
+	// operation, in a 16-byte object. A copy's self is the original, so that the copy
+	// completes the original. It is an unsafe.Pointer rather than an atomic.Pointer so that
+	// the deferral is made without an atomic store.
+	self unsafe.Pointer
 	inst *instance // nil for an inert deferral
-	done atomic.Bool
-	site *deferralSite // where and when it was taken, with WithDeferralSites; else nil
 }
 
 // deferralSite is what WithDeferralSites records of a deferral. The instance keeps the
 // outstanding ones in a list, under its lock.
 type deferralSite struct {
+	d          *Deferral
 	pc         uintptr // GetDeferral's or Go's caller
 	taken      time.Time
 	goFunc     bool
@@ -59,23 +63,21 @@ func (*noCopy) Unlock() {}
 // the instance had finished or after it was terminated. Complete does not wait for the
 // Completed event.
 func (d *Deferral) Complete() {
-	if d == nil || d.self == nil {
+	if d == nil {
 		return
 	}
-	d = d.self
-	if d.inst == nil || d.done.Swap(true) {
-		return
+	o := (*Deferral)(atomic.LoadPointer(&d.self)) // d itself, or the original of a copy
+	if o == nil || o.inst == nil || atomic.SwapPointer(&o.self, nil) == nil {
+		return // inert, or completed before
 	}
-	if d.site != nil {
-		d.inst.untrack(d.site)
+	if o.inst.sites != nil {
+		o.inst.untrack(o)
 	}
-	d.inst.release(1, false)
+	o.inst.release(1, false)
 }
 
 // inertDeferral is handed out once an instance has ended; Complete on it does nothing.
-var inertDeferral = &Deferral{}
-
-func init() { inertDeferral.self = inertDeferral }
+var inertDeferral = new(Deferral)
 
 // deferral takes a reference for a new deferral, or returns nil when the instance has
 // ended. skip is how many frames above deferral the site to record is.
@@ -90,33 +92,35 @@ func (i *instance) deferral(goFunc bool, skip int) *Deferral {
 		}
 	}
 	d := &Deferral{inst: i}
-	d.self = d
-	if i.reg.host.sites {
+	d.self = unsafe.Pointer(d)
+	if i.sites != nil {
 		var pc [1]uintptr
 		runtime.Callers(skip+2, pc[:])
-		d.site = &deferralSite{pc: pc[0], taken: time.Now(), goFunc: goFunc}
-		i.track(d.site)
+		i.track(&deferralSite{d: d, pc: pc[0], taken: time.Now(), goFunc: goFunc})
 	}
 	return d
 }
 
-// track adds s to the instance's outstanding deferrals, newest last. i.sites is the ring's
-// head, made by the first deferral.
+// track adds s to the instance's outstanding deferrals, newest last. i.sites is the head
+// of their ring, made with the instance when the host records sites.
 func (i *instance) track(s *deferralSite) {
 	i.mu.Lock()
-	if i.sites == nil {
-		i.sites = new(deferralSite)
-		i.sites.prev, i.sites.next = i.sites, i.sites
-	}
 	s.prev, s.next = i.sites.prev, i.sites
 	s.prev.next, i.sites.prev = s, s
 	i.mu.Unlock()
 }
 
-func (i *instance) untrack(s *deferralSite) {
+// untrack takes d's site out of the ring. It looks from the newest: deferrals are most
+// often completed in the reverse order they were taken.
+func (i *instance) untrack(d *Deferral) {
 	i.mu.Lock()
-	s.prev.next, s.next.prev = s.next, s.prev
-	i.mu.Unlock()
+	defer i.mu.Unlock()
+	for s := i.sites.prev; s != i.sites; s = s.prev {
+		if s.d == d {
+			s.prev.next, s.next.prev = s.next, s.prev
+			return
+		}
+	}
 }
 
 // DeferralInfo describes an outstanding deferral.
@@ -133,12 +137,12 @@ type DeferralInfo struct {
 // deferrals lists the outstanding deferrals, oldest first, given the reference count and
 // the number of Go funcs running. Without sites only their number and kinds are known.
 func (i *instance) deferrals(refs int64, goRunning int) []DeferralInfo {
-	if i.reg.host.sites {
+	if i.sites != nil {
 		i.mu.Lock()
 		defer i.mu.Unlock()
 		var ds []DeferralInfo
-		for s := i.sites; s != nil && s.next != i.sites; s = s.next {
-			ds = append(ds, DeferralInfo{Site: siteOf(s.next.pc), Taken: s.next.taken, Go: s.next.goFunc})
+		for s := i.sites.next; s != i.sites; s = s.next {
+			ds = append(ds, DeferralInfo{Site: siteOf(s.pc), Taken: s.taken, Go: s.goFunc})
 		}
 		return ds
 	}

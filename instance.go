@@ -105,7 +105,7 @@ type instance struct {
 	err      error         // the first failure reported
 	timers   []*time.Timer // time limit, grace period, idle: stopped at the end
 	idle     *time.Timer   // the idle check, also in timers
-	sites    *deferralSite // outstanding deferrals, with WithDeferralSites
+	sites    *deferralSite // the ring of outstanding deferrals, with WithDeferralSites; else nil
 
 	// Guarded by the host's lock.
 	waiters    []chan<- CompletedEventArgs // RequestAndWait callers
@@ -123,6 +123,10 @@ type instance struct {
 
 func newInstance(r *Registration, details any, id uuid.UUID) *instance {
 	i := &instance{id: id, reg: r, details: details}
+	if r.host.sites {
+		i.sites = new(deferralSite)
+		i.sites.prev, i.sites.next = i.sites, i.sites
+	}
 	i.job.reg = r
 	i.refs.Store(runRef)
 	i.goroutines.Store(1)
