@@ -158,9 +158,10 @@ func (h *Host) launchAll(is []*instance) {
 //
 // An ending instance does not wait for the host's lock: it joins Host.ending and retires
 // the list only if the lock is free; otherwise the holder of the lock retires it when it
-// unlocks. When 10,000 instances end at once, waiting for the lock each made a convoy
-// that delayed the scheduler: BenchmarkTimeTriggersDueAtOneInstant measured p99 49 ms
-// that way, and 12 ms with the list.
+// unlocks. Measured beside taking the lock for each instance: BenchmarkCancelFleet 2.3 µs
+// per instance against 3.0 µs (the context baseline: 1.5 µs), and the p99 of
+// BenchmarkTimeTriggersDueAtOneInstant 17.5–18.5 ms against 20.5–21.6 ms (runtime
+// timers: 13 ms).
 
 // endingList holds the instances that ended and wait to be retired. It has a lock of its
 // own, a leaf that is held only to add to the list or to take it.

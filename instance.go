@@ -98,7 +98,8 @@ type instance struct {
 	active     atomic.Int64 // when SetProgress or Checkpoint last ran, for idle detection
 	dirty      atomic.Bool  // a progress change waits for delivery
 	canceled   atomic.Pointer[CanceledError]
-	result     atomic.Pointer[CompletedEventArgs] // set once, when it ends
+	result     atomic.Pointer[CompletedEventArgs] // &outcome once it ended, else nil
+	outcome    CompletedEventArgs
 
 	mu       sync.Mutex
 	onCancel subscribers[CanceledHandler]
@@ -368,7 +369,8 @@ func (i *instance) end(te *TerminatedError, inline bool) (deliverHere bool) {
 	if te != nil {
 		err = te
 	}
-	res := &CompletedEventArgs{InstanceID: i.id, Err: err, Progress: i.progress.Load(),
+	res := &i.outcome // written once, here, before result publishes it
+	*res = CompletedEventArgs{InstanceID: i.id, Err: err, Progress: i.progress.Load(),
 		Started: i.startedAt(), Finished: time.Now()}
 	if ce != nil {
 		res.Canceled, res.Reason = true, ce.Reason

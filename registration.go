@@ -38,7 +38,22 @@ type Builder struct {
 //
 // At most one instance of a registration runs at a time.
 type Registration struct {
+	// Guarded by host.mu; first, so that a fire reads one or two cache lines of it
+	// (BenchmarkTimeTriggersDueAtOneInstant touches 10,000 registrations in a burst).
+	sched        schedState // time trigger state
+	running      *instance  // the live instance, if any
+	held         bool       // a fire is held (see dispatch.go)
+	waitingSlot  bool       // in Host.slots
+	unregistered bool
+	quiet        bool       // its trigger's and conditions' watches are stopped
+	oneShot      bool       // the trigger's settings, read once by Register
+	cond         *condState // the conditions' readings; nil without conditions
+	pending      any        // the held fire's details
 	host         *Host
+	waiters      []chan<- CompletedEventArgs
+	sysIndex     int    // for a system trigger: its place in Host.system[sysType]
+	stopWatch    func() // ends a custom trigger's Watch
+
 	id           uuid.UUID
 	name         string
 	trigger      Trigger
@@ -47,26 +62,12 @@ type Registration struct {
 	conditions   []Condition
 	cancelOnLoss bool
 	maxExec      time.Duration
-	oneShot      bool // the trigger's settings, read once by Register
 	sysType      SystemTriggerType
 	watch        func(ctx context.Context, fire func(details any) ApplicationTriggerResult) error
 
 	progress  subscribers[func(ProgressEventArgs)]
 	completed subscribers[func(CompletedEventArgs)]
 	events    eventQueue
-
-	// Guarded by host.mu.
-	running      *instance // the live instance, if any
-	held         bool      // a fire is held (see dispatch.go)
-	pending      any       // the held fire's details
-	waiters      []chan<- CompletedEventArgs
-	waitingSlot  bool // in Host.slots
-	unregistered bool
-	quiet        bool       // its trigger's and conditions' watches are stopped
-	sched        schedState // time trigger state
-	cond         *condState // the conditions' readings; nil without conditions
-	sysIndex     int        // for a system trigger: its place in Host.system[sysType]
-	stopWatch    func()     // ends a custom trigger's Watch
 }
 
 // TaskID identifies the registration.

@@ -70,18 +70,20 @@ func (s *scheduler) loop(h *Host) {
 // are launched (by unlock) before the next batch.
 const fireBatch = 64
 
-// fireDueLocked fires up to fireBatch registrations due by now, each for the latest slot it
-// reached, and takes them out of the heap until they are retired.
+// fireDueLocked fires up to fireBatch registrations due by now and takes them out of the
+// heap until they are retired. Each instance starts for the latest slot of its grid that
+// has come when it starts (catchUpLocked): a fire held meanwhile starts for a later slot.
 func (s *scheduler) fireDueLocked(h *Host, now int64) {
 	for n := 0; n < fireBatch && len(s.due) > 0 && s.due[0].sched.next <= now; n++ {
 		r := s.due[0]
 		s.remove(r)
-		h.fireLocked(r, r.catchUpLocked(nil), false, nil)
+		h.fireLocked(r, nil, false, nil) // startLocked reads the slot (catchUpLocked)
 	}
 }
 
-// catchUpLocked returns the details of r's time fire: for the latest slot of its grid that
-// has come, if one has come since the last fire, else details; and moves r past it.
+// catchUpLocked returns the details of r's time fire, for the latest slot of its grid that
+// has come, and moves r past it. details is returned as it is if no slot came since the
+// last fire.
 func (r *Registration) catchUpLocked(details any) any {
 	st, now := &r.sched, r.host.now()
 	if st.next > now {
