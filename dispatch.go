@@ -37,7 +37,9 @@ func (h *Host) unlockFor(own *instance) (deliverOwn bool) {
 		launch, drops, retired := h.toLaunch, h.toDrop, h.retired
 		h.toLaunch, h.toDrop, h.retired = nil, nil, nil
 		h.mu.Unlock()
-		h.launchAll(launch)
+		for _, i := range launch {
+			h.launch(i)
+		}
 		for _, i := range drops {
 			h.raiseDropped(i)
 		}
@@ -136,20 +138,13 @@ func (h *Host) startSlotsLocked() {
 	}
 }
 
-// launchAll starts the instances' timers and goroutines. Starting a goroutine is most of
-// an instance's start, so when many start at once the work is shared as a tree: each new
-// goroutine first launches half of what is left.
-func (h *Host) launchAll(is []*instance) {
-	for len(is) > 0 {
-		i, rest := is[0], is[1:]
-		delegated := rest[:len(rest)/2]
-		is = rest[len(rest)/2:]
-		if d := i.reg.maxExecution(); d > 0 {
-			i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
-		}
-		h.startIdleTimer(i)
-		go i.run(delegated)
+// launch starts the instance's timers and goroutine.
+func (h *Host) launch(i *instance) {
+	if d := i.reg.maxExecution(); d > 0 {
+		i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
 	}
+	h.startIdleTimer(i)
+	go i.run()
 }
 
 // Retirement: an instance that ended frees its registration and its MaxConcurrent slot,

@@ -84,9 +84,6 @@ type instance struct {
 	id      uuid.UUID
 	reg     *Registration
 	details any
-	// ctx and stop are made by run, on the instance's goroutine rather than under the
-	// host's lock, where each made the scheduler of a burst of time triggers slower (see
-	// BenchmarkTimeTriggersDueAtOneInstant). Guarded by mu; set before Run is called.
 	ctx     context.Context
 	stop    context.CancelCauseFunc
 	started atomic.Int64 // when Run was called, in Unix nanoseconds; 0 before
@@ -123,7 +120,8 @@ type instance struct {
 }
 
 func newInstance(r *Registration, details any, id uuid.UUID) *instance {
-	i := &instance{id: id, reg: r, details: details}
+	ctx, stop := context.WithCancelCause(context.Background())
+	i := &instance{id: id, reg: r, details: details, ctx: ctx, stop: stop}
 	if r.host.sites {
 		i.sites = new(deferralSite)
 		i.sites.prev, i.sites.next = i.sites, i.sites
@@ -216,8 +214,7 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 // starting another one (see Host.retire). Delivering is done here, in run's own small
 // frame, after runTask returned: handlers then have most of the goroutine's first stack to
 // themselves (see raise).
-func (i *instance) run(delegated []*instance) {
-	i.reg.host.launchAll(delegated)
+func (i *instance) run() {
 	if !i.runTask() {
 		return
 	}
@@ -225,16 +222,9 @@ func (i *instance) run(delegated []*instance) {
 	i.reg.drain(&i.job, nil)
 }
 
-// runTask makes the context, calls Run and releases its reference. It reports whether the
+// runTask calls Run and releases its reference. It reports whether the
 // caller is to deliver the instance's events.
 func (i *instance) runTask() (deliverHere bool) {
-	ctx, stop := context.WithCancelCause(context.Background())
-	i.mu.Lock()
-	i.ctx, i.stop = ctx, stop
-	if ce := i.canceled.Load(); ce != nil { // canceled before it was launched
-		stop(ce)
-	}
-	i.mu.Unlock()
 	i.started.Store(time.Now().UnixNano())
 	returned := false
 	defer func() {
@@ -295,9 +285,7 @@ func (i *instance) cancel(reason CancellationReason) bool {
 	}
 	ce := &CanceledError{Reason: reason}
 	i.canceled.Store(ce)
-	if i.stop != nil {
-		i.stop(ce)
-	}
+	i.stop(ce)
 	i.timers = append(i.timers, time.AfterFunc(i.reg.host.policy.grace(), i.terminate))
 	hs := i.onCancel.load()
 	i.mu.Unlock()
@@ -355,9 +343,7 @@ func (i *instance) terminate() {
 // retires the instance from the host. See release for deliverHere.
 func (i *instance) end(te *TerminatedError, inline bool) (deliverHere bool) {
 	i.mu.Lock()
-	if i.stop != nil {
-		i.stop(ErrFinished) // a cause set by cancel before stays
-	}
+	i.stop(ErrFinished) // a cause set by cancel before stays
 	timers := i.timers
 	i.timers = nil
 	err := i.err

@@ -50,6 +50,9 @@ func (s *scheduler) loop(h *Host) {
 			case <-s.stop:
 				return
 			default:
+				// Let the instances just launched run before firing the next batch: the
+				// p99 of BenchmarkTimeTriggersDueAtOneInstant is 16–18 ms this way, 25–28
+				// ms without (runtime timers: 10–12 ms).
 				runtime.Gosched()
 				continue
 			}
