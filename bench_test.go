@@ -131,6 +131,34 @@ func BenchmarkInstanceEndToEnd(b *testing.B) {
 	}
 }
 
+// BenchmarkInstanceEndToEndBesideHeldFires is BenchmarkInstanceEndToEnd with 10,000 fires
+// of other registrations held by a condition that does not hold: an instance's end must
+// not walk them.
+func BenchmarkInstanceEndToEndBesideHeldFires(b *testing.B) {
+	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
+	never := bgtask.NewCondition(false)
+	for range burst {
+		trig := bgtask.NewApplicationTrigger()
+		_, _ = h.Register(bgtask.Builder{Name: "held", Trigger: trig, Task: nopTask, Conditions: []bgtask.Condition{never}})
+		_, _ = trig.Request(context.Background(), nil)
+	}
+	trig := bgtask.NewApplicationTrigger()
+	reg, _ := h.Register(bgtask.Builder{Name: "e2e", Trigger: trig, Task: nopTask})
+	done := make(chan struct{}, 1)
+	reg.OnCompleted(func(bgtask.CompletedEventArgs) { done <- struct{}{} })
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if res, err := trig.Request(ctx, nil); res != bgtask.Allowed || err != nil {
+			b.Fatal(res, err)
+		}
+		<-done
+	}
+	if err := h.Shutdown(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
 func BenchmarkInstanceEndToEndBaselineFloor(b *testing.B) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()

@@ -161,10 +161,9 @@ func (h *Host) launch(i *instance) {
 // endingList holds the instances that ended and wait to be retired. It has a lock of its
 // own, a leaf that is held only to add to the list or to take it.
 type endingList struct {
-	mu    sync.Mutex
-	list  []*instance
-	spare []*instance // the array taken last time, given back for reuse
-	n     atomic.Int32
+	mu   sync.Mutex
+	list []*instance
+	n    atomic.Int32
 }
 
 func (l *endingList) add(i *instance) {
@@ -176,13 +175,12 @@ func (l *endingList) add(i *instance) {
 
 func (l *endingList) pending() bool { return l.n.Load() > 0 }
 
-// take returns the list and gives back the array of the list taken before.
-func (l *endingList) take(done []*instance) []*instance {
-	clear(done)
+// take returns the list and empties it.
+func (l *endingList) take() []*instance {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	list := l.list
-	l.list, l.spare = l.spare[:0], done[:0]
+	l.list = nil
 	l.n.Store(0)
 	return list
 }
@@ -204,8 +202,7 @@ func (h *Host) retire(i *instance, inline bool) (deliverHere bool) {
 // (i.job) before they stop counting as live, so that Shutdown, which waits for the one and
 // then the other, never misses it; unlock then raises the events.
 func (h *Host) retireLocked() {
-	h.endingBatch = h.ending.take(h.endingBatch)
-	for _, i := range h.endingBatch {
+	for _, i := range h.ending.take() {
 		r := i.reg
 		if i.events = r.progress.watched() || r.completed.watched(); i.events {
 			h.lib.begin(&i.job)

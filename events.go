@@ -82,7 +82,6 @@ func callEach[F any](h *Host, j *job, what *string, subs []*subscriber[F], i *in
 type eventQueue struct {
 	mu       sync.Mutex
 	items    []*instance
-	spare    []*instance // the drained batch's array, reused so that queuing allocates nothing
 	draining bool
 }
 
@@ -96,21 +95,17 @@ func (q *eventQueue) add(i *instance) (start bool) {
 	return start
 }
 
-// next returns the queued batch, taking back the previous one's array, or nil when the
-// queue is empty, in which case the caller stops draining.
-func (q *eventQueue) next(done []*instance) []*instance {
-	clear(done)
+// next returns the queued batch, or nil when the queue is empty, in which case the caller
+// stops draining.
+func (q *eventQueue) next() []*instance {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if done != nil {
-		q.spare = done[:0]
-	}
 	if len(q.items) == 0 {
 		q.draining = false
 		return nil
 	}
 	batch := q.items
-	q.items, q.spare = q.spare, nil
+	q.items = nil
 	return batch
 }
 
@@ -138,7 +133,7 @@ func (r *Registration) drain(j *job, batch []*instance) {
 		for k = 0; k < len(batch); k++ {
 			r.deliver(j, batch[k])
 		}
-		if batch = r.events.next(batch); batch == nil {
+		if batch = r.events.next(); batch == nil {
 			return
 		}
 	}

@@ -40,26 +40,25 @@ type Host struct {
 	epoch   time.Time // for the monotonic clock of the scheduler and idle detection
 	memory  memoryWatch
 
-	mu          sync.Mutex
-	regs        map[uuid.UUID]*Registration
-	closed      bool
-	insts       instList  // started and not ended, or terminated with goroutines left
-	live        countdown // instances started and not ended
-	seq         uint64    // hold order
-	ids         idPool
-	held        map[*Registration]uint64 // registrations with a held fire, and when it was held
-	slots       []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
-	toLaunch    []*instance              // started under the lock, launched by unlock
-	toDrop      []*instance              // dropped fires, whose Completed events unlock raises
-	ending      endingList               // instances that ended, to retire (see retire)
-	retired     []*instance              // retired under the lock, whose Completed events unlock raises
-	endingBatch []*instance              // the array of the last list taken from ending
-	lost        []InstanceInfo           // instances terminated during Shutdown
-	system      map[SystemTriggerType][]*Registration
-	sched       *scheduler // time triggers; nil until the first is registered
-	pause       pauseState
-	sysState    map[SystemConditionType]bool
-	sysWatch    map[SystemConditionType]*subscribers[func()]
+	mu       sync.Mutex
+	regs     map[uuid.UUID]*Registration
+	closed   bool
+	insts    instList  // started and not ended, or terminated with goroutines left
+	live     countdown // instances started and not ended
+	seq      uint64    // hold order
+	ids      idPool
+	held     map[*Registration]uint64 // registrations with a held fire, and when it was held
+	slots    []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
+	toLaunch []*instance              // started under the lock, launched by unlock
+	toDrop   []*instance              // dropped fires, whose Completed events unlock raises
+	ending   endingList               // instances that ended, to retire (see retire)
+	retired  []*instance              // retired under the lock, whose Completed events unlock raises              // the array of the last list taken from ending
+	lost     []InstanceInfo           // instances terminated during Shutdown
+	system   map[SystemTriggerType][]*Registration
+	sched    *scheduler // time triggers; nil until the first is registered
+	pause    pauseState
+	sysState map[SystemConditionType]bool
+	sysWatch map[SystemConditionType]*subscribers[func()]
 }
 
 // NewHost returns a host configured by opts, or the first option's error.
