@@ -146,8 +146,10 @@ var demos = []demo{
 
 // download reports its progress after each chunk.
 func download(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
-	args := inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments
-	chunks := args["chunks"].(int)
+	chunks, err := bgtask.Arg[int](inst, "chunks")
+	if err != nil {
+		return err
+	}
 	for c := 1; c <= chunks; c++ {
 		select {
 		case <-ctx.Done():
@@ -162,7 +164,10 @@ func download(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
 // thumbnails returns at once and leaves the work to one goroutine per image, each under a
 // deferral: the instance completes when the last one does.
 func thumbnails(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
-	images := inst.TriggerDetails().(*bgtask.ApplicationTriggerDetails).Arguments["images"].([]string)
+	images, err := bgtask.Arg[[]string](inst, "images")
+	if err != nil {
+		return err
+	}
 	for k, img := range images {
 		d := inst.GetDeferral()
 		go func() {
