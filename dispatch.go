@@ -27,21 +27,18 @@ func (h *Host) lock() { h.mu.Lock() }
 // unlock releases the host's lock, then does what was left for after it (see unlockFor).
 func (h *Host) unlock() { h.unlockFor(nil) }
 
-// unlockFor releases the host's lock, then launches the instances started under it, raises
-// the Completed events of the fires dropped under it and of the instances retired under it:
-// all of that would hold the lock too long, or calls user code. If instances ended
-// meanwhile (see retire) and the lock is free, it takes it again to retire them. It reports
-// whether the caller is to deliver own's events itself.
+// unlockFor releases the host's lock, then launches the instances started under it and
+// raises the Completed events of the instances retired and the fires dropped under it: all
+// of that would hold the lock too long, or calls user code. If instances ended meanwhile
+// (see retire) and the lock is free, it takes it again to retire them. It reports whether
+// the caller is to deliver own's events itself.
 func (h *Host) unlockFor(own *instance) (deliverOwn bool) {
 	for {
-		launch, drops, retired := h.toLaunch, h.toDrop, h.retired
-		h.toLaunch, h.toDrop, h.retired = nil, nil, nil
+		launch, retired := h.toLaunch, h.retired
+		h.toLaunch, h.retired = nil, nil
 		h.mu.Unlock()
 		for _, i := range launch {
 			h.launch(i)
-		}
-		for _, i := range drops {
-			h.raiseDropped(i)
 		}
 		for _, i := range retired {
 			if h.raiseRetired(i, i == own) {
@@ -204,9 +201,7 @@ func (h *Host) retire(i *instance, inline bool) (deliverHere bool) {
 func (h *Host) retireLocked() {
 	for _, i := range h.ending.take() {
 		r := i.reg
-		if i.events = r.progress.watched() || r.completed.watched(); i.events {
-			h.lib.begin(&i.job)
-		}
+		h.countEventsLocked(i)
 		if r.running == i {
 			r.running = nil
 		}
@@ -225,12 +220,22 @@ func (h *Host) retireLocked() {
 	h.startSlotsLocked()
 }
 
-// raiseRetired tells the waiters of a retired instance its outcome and queues its events.
-// It reports whether the caller is to deliver them: own is set when the caller is the
-// instance's own goroutine, which then delivers rather than starting another.
+// countEventsLocked counts the delivery of i's events, if anyone watches: Shutdown waits
+// for it from now on.
+func (h *Host) countEventsLocked(i *instance) {
+	r := i.reg
+	if i.events = r.progress.watched() || r.completed.watched(); i.events {
+		h.lib.begin(&i.job)
+	}
+}
+
+// raiseRetired tells the waiters of a retired instance or a dropped fire its outcome and
+// queues its events. It reports whether the caller is to deliver them: own is set when the
+// caller is the instance's own goroutine, which then delivers rather than starting another.
 func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
-	notify(i.waiters, *i.result.Load())
-	i.waiters = nil
+	for _, w := range i.waiters {
+		w <- *i.result.Load() // each has room for it
+	}
 	switch {
 	case !i.events:
 	case !i.reg.events.add(i):
@@ -266,7 +271,7 @@ func (h *Host) unregisterLocked(r *Registration, reason CancellationReason) {
 }
 
 // dropLocked drops r's held fire, if any: unlock raises its Completed event, as canceled
-// with reason, with a new InstanceID and no Started time.
+// with reason, with a new InstanceID and no Started time, as it does a retired instance's.
 func (h *Host) dropLocked(r *Registration, reason CancellationReason) {
 	if !r.held {
 		return
@@ -278,23 +283,8 @@ func (h *Host) dropLocked(r *Registration, reason CancellationReason) {
 	i.result.Store(&CompletedEventArgs{InstanceID: i.id, Err: ce, Canceled: true, Reason: reason, Finished: time.Now()})
 	r.pending, r.waiters, r.held = nil, nil, false
 	delete(h.held, r)
-	h.toDrop = append(h.toDrop, i)
-}
-
-// raiseDropped raises the Completed event of a dropped fire and tells its waiters.
-func (h *Host) raiseDropped(i *instance) {
-	notify(i.waiters, *i.result.Load())
-	r := i.reg
-	if (r.progress.watched() || r.completed.watched()) && r.events.add(i) {
-		h.lib.Go(r, func(j *job) { r.drain(j, nil) })
-	}
-}
-
-// notify sends res to each waiter; each has room for it.
-func notify(waiters []chan<- CompletedEventArgs, res CompletedEventArgs) {
-	for _, w := range waiters {
-		w <- res
-	}
+	h.countEventsLocked(i)
+	h.retired = append(h.retired, i)
 }
 
 // instList is the host's list of instances, oldest first: O(1) to add and remove, and in

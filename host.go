@@ -50,9 +50,8 @@ type Host struct {
 	held     map[*Registration]uint64 // registrations with a held fire, and when it was held
 	slots    []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
 	toLaunch []*instance              // started under the lock, launched by unlock
-	toDrop   []*instance              // dropped fires, whose Completed events unlock raises
 	ending   endingList               // instances that ended, to retire (see retire)
-	retired  []*instance              // retired under the lock, whose Completed events unlock raises              // the array of the last list taken from ending
+	retired  []*instance              // retired or dropped under the lock: unlock raises their events
 	lost     []InstanceInfo           // instances terminated during Shutdown
 	system   map[SystemTriggerType][]*Registration
 	sched    *scheduler // time triggers; nil until the first is registered
