@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/bgtask-go/bgtask"
 )
@@ -349,4 +352,191 @@ func ExampleCustomTrigger() {
 	_ = host.Shutdown(context.Background()) // stops Watch
 	// Output:
 	// processing report.csv
+}
+
+// Arg reads one argument of the Request that started the instance, as the type the task
+// expects; a missing key or another type is an error that says which.
+func ExampleArg() {
+	host, _ := bgtask.NewHost()
+	trigger := bgtask.NewApplicationTrigger()
+	_, _ = host.Register(bgtask.Builder{Name: "fetch", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			url, err := bgtask.Arg[string](inst, "url")
+			if err != nil {
+				return err
+			}
+			fmt.Println("fetching", url)
+			_, err = bgtask.Arg[int](inst, "url")
+			fmt.Println(err)
+			fmt.Println(errors.Is(err, bgtask.ErrInvalidArgument))
+			return nil
+		})})
+	_, _, _ = trigger.RequestAndWait(context.Background(), map[string]any{"url": "https://example.com/file"})
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// fetching https://example.com/file
+	// bgtask: Arg("url"): invalid argument: the argument is of type string, not int
+	// true
+}
+
+// RequestAndWait fires like Request, then waits for the instance it started and returns
+// that instance's Completed event.
+func ExampleApplicationTrigger_RequestAndWait() {
+	host, _ := bgtask.NewHost()
+	trigger := bgtask.NewApplicationTrigger()
+	_, _ = host.Register(bgtask.Builder{Name: "resize", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			width, err := bgtask.Arg[int](inst, "width")
+			if err == nil && width <= 0 {
+				err = fmt.Errorf("width %d: %w", width, errors.ErrUnsupported)
+			}
+			return err
+		})})
+	for _, width := range []int{640, -1} {
+		e, res, err := trigger.RequestAndWait(context.Background(), map[string]any{"width": width})
+		fmt.Println(res, err, e.CheckResult())
+	}
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// Allowed <nil> <nil>
+	// Allowed <nil> width -1: unsupported operation
+}
+
+// Instances shows what runs now. Here Run has returned but a deferral is outstanding, so
+// the instance is Draining until the deferral is completed.
+func ExampleHost_Instances() {
+	host, _ := bgtask.NewHost()
+	trigger := bgtask.NewApplicationTrigger()
+	deferral := make(chan *bgtask.Deferral, 1)
+	proceed := make(chan struct{})
+	reg, _ := host.Register(bgtask.Builder{Name: "upload", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			inst.SetProgress(40)
+			deferral <- inst.GetDeferral() // the upload goes on after Run returns
+			<-proceed
+			return nil
+		})})
+	done := make(chan struct{})
+	reg.OnCompleted(func(bgtask.CompletedEventArgs) { close(done) })
+	_, _ = trigger.Request(context.Background(), nil)
+	d := <-deferral
+	info := host.Instances()[0]
+	fmt.Println(info.Task.Name(), info.State, info.Progress, len(info.Deferrals))
+	close(proceed) // Run returns: the instance drains until the deferral is complete
+	d.Complete()
+	<-done
+	fmt.Println(len(host.Instances()))
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// upload Running 40 1
+	// 0
+}
+
+// CancelInstance cancels one instance, with a reason the program chooses; the others run
+// on.
+func ExampleHost_CancelInstance() {
+	host, _ := bgtask.NewHost()
+	trigger := bgtask.NewApplicationTrigger()
+	ids := make(chan uuid.UUID, 1)
+	reg, _ := host.Register(bgtask.Builder{Name: "index", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			ids <- inst.InstanceID()
+			<-ctx.Done()
+			return context.Cause(ctx)
+		})})
+	done := make(chan struct{})
+	reg.OnCompleted(func(e bgtask.CompletedEventArgs) {
+		fmt.Println("completed, canceled:", e.Canceled, e.Reason)
+		close(done)
+	})
+	_, _ = trigger.Request(context.Background(), nil)
+	id := <-ids
+	fmt.Println("canceled:", host.CancelInstance(id, bgtask.ServicingUpdate))
+	<-done
+	fmt.Println("again:", host.CancelInstance(id, bgtask.ServicingUpdate))
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// canceled: true
+	// completed, canceled: true ServicingUpdate
+	// again: false
+}
+
+// With deferral sites on, each outstanding deferral says where it was taken: the place to
+// look when an instance does not finish.
+func ExampleWithDeferralSites() {
+	host, _ := bgtask.NewHost(bgtask.WithDeferralSites(true))
+	trigger := bgtask.NewApplicationTrigger()
+	taken, release := make(chan struct{}), make(chan struct{})
+	reg, _ := host.Register(bgtask.Builder{Name: "sync", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			d := inst.GetDeferral() // recorded as "example_test.go:<this line>"
+			defer d.Complete()
+			close(taken)
+			<-release
+			return nil
+		})})
+	done := make(chan struct{})
+	reg.OnCompleted(func(bgtask.CompletedEventArgs) { close(done) })
+	_, _ = trigger.Request(context.Background(), nil)
+	<-taken
+	site := host.Instances()[0].Deferrals[0].Site
+	fmt.Println(strings.HasPrefix(site, "example_test.go:"))
+	close(release)
+	<-done
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// true
+}
+
+// A task that ignores cancellation is terminated after the grace period; Shutdown's
+// *ShutdownError names what it left behind.
+func ExampleShutdownError() {
+	host, _ := bgtask.NewHost(bgtask.WithPolicy(bgtask.Policy{GracePeriod: 10 * time.Millisecond}),
+		bgtask.WithLogger(nil)) // the termination is logged as a warning otherwise
+	trigger := bgtask.NewApplicationTrigger()
+	running, release, exited := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	_, _ = host.Register(bgtask.Builder{Name: "stubborn", Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			d := inst.GetDeferral()
+			go func() { // ignores ctx
+				defer close(exited)
+				<-release
+				d.Complete()
+			}()
+			close(running)
+			return nil
+		})})
+	_, _ = trigger.Request(context.Background(), nil)
+	<-running
+	err := host.Shutdown(context.Background())
+	var se *bgtask.ShutdownError
+	if errors.As(err, &se) {
+		fmt.Println(len(se.Instances), se.Instances[0].State, len(se.Instances[0].Deferrals))
+	}
+	fmt.Println(errors.Is(err, bgtask.ErrTerminated))
+	close(release) // the program's own goroutine is still its to stop
+	<-exited
+	// Output:
+	// 1 Terminated 1
+	// true
+}
+
+// The context given to Run ends with the instance: a goroutine the task started and left
+// waiting on it is told, with the cause ErrFinished.
+func ExampleBackgroundTaskInstance_Context() {
+	causes := make(chan error, 1)
+	host, e := run(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+		go func() {
+			<-inst.Context().Done() // the same ctx as Run's
+			causes <- context.Cause(inst.Context())
+		}()
+		return nil
+	})
+	fmt.Println("completed:", e.Err)
+	cause := <-causes
+	fmt.Println(errors.Is(cause, bgtask.ErrFinished), cause)
+	_ = host.Shutdown(context.Background())
+	// Output:
+	// completed: <nil>
+	// true bgtask: instance finished
 }

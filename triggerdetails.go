@@ -46,7 +46,7 @@ func Arg[T any](inst BackgroundTaskInstance, key string) (T, error) {
 	}
 	t, ok := v.(T)
 	if !ok {
-		return zero, invalidf(subject, "the argument is a %T, not a %s", v, typeName[T]())
+		return zero, invalidf(subject, "the argument is of type %T, not %s", v, typeName[T]())
 	}
 	return t, nil
 }
