@@ -111,37 +111,29 @@ func BenchmarkSetProgressBaselineAtomicStore(b *testing.B) {
 // instance needs: a goroutine, a cancelable context, a UUID and a WaitGroup.
 
 func BenchmarkInstanceEndToEnd(b *testing.B) {
-	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
-	trig := bgtask.NewApplicationTrigger()
-	reg, _ := h.Register(bgtask.Builder{Name: "e2e", Trigger: trig,
-		Task: bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })})
-	done := make(chan struct{}, 1)
-	reg.OnCompleted(func(bgtask.CompletedEventArgs) { done <- struct{}{} })
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if res, err := trig.Request(ctx, nil); res != bgtask.Allowed || err != nil {
-			b.Fatal(res, err)
-		}
-		<-done
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "instances/s")
-	if err := h.Shutdown(ctx); err != nil {
-		b.Fatal(err)
-	}
+	endToEnd(b, bgtask.NewHost)
 }
 
 // BenchmarkInstanceEndToEndBesideHeldFires is BenchmarkInstanceEndToEnd with 10,000 fires
 // of other registrations held by a condition that does not hold: an instance's end must
 // not walk them.
 func BenchmarkInstanceEndToEndBesideHeldFires(b *testing.B) {
-	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
-	never := bgtask.NewCondition(false)
-	for range burst {
-		trig := bgtask.NewApplicationTrigger()
-		_, _ = h.Register(bgtask.Builder{Name: "held", Trigger: trig, Task: nopTask, Conditions: []bgtask.Condition{never}})
-		_, _ = trig.Request(context.Background(), nil)
-	}
+	endToEnd(b, func(opts ...bgtask.Option) (*bgtask.Host, error) {
+		h, err := bgtask.NewHost(opts...)
+		never := bgtask.NewCondition(false)
+		for range burst {
+			trig := bgtask.NewApplicationTrigger()
+			_, _ = h.Register(bgtask.Builder{Name: "held", Trigger: trig, Task: nopTask, Conditions: []bgtask.Condition{never}})
+			_, _ = trig.Request(context.Background(), nil)
+		}
+		return h, err
+	})
+}
+
+// endToEnd runs one instance at a time, from Request to its Completed handler, on a host
+// made by newHost.
+func endToEnd(b *testing.B, newHost func(...bgtask.Option) (*bgtask.Host, error)) {
+	h, _ := newHost(bgtask.WithLogger(nil))
 	trig := bgtask.NewApplicationTrigger()
 	reg, _ := h.Register(bgtask.Builder{Name: "e2e", Trigger: trig, Task: nopTask})
 	done := make(chan struct{}, 1)
@@ -154,6 +146,7 @@ func BenchmarkInstanceEndToEndBesideHeldFires(b *testing.B) {
 		}
 		<-done
 	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "instances/s")
 	if err := h.Shutdown(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -219,19 +212,6 @@ func (f *fleetHost) start(b *testing.B) {
 	f.running.Wait()
 }
 
-// warmGoroutines runs and ends n goroutines, so that the runtime keeps their descriptors
-// for reuse: the heap benchmarks then measure what an instance costs beyond its
-// goroutine, for ours and for the baseline alike.
-func warmGoroutines(n int) {
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for range n {
-		wg.Go(func() { <-gate })
-	}
-	close(gate)
-	wg.Wait()
-}
-
 func heapNow() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
@@ -240,7 +220,7 @@ func heapNow() uint64 {
 }
 
 func BenchmarkHeapPerRunningInstance(b *testing.B) {
-	warmGoroutines(fleet)
+	bgtask.WarmUp(fleet)
 	measured := false
 	for b.Loop() {
 		before := heapNow()
@@ -260,7 +240,7 @@ func BenchmarkHeapPerRunningInstance(b *testing.B) {
 }
 
 func BenchmarkHeapPerRunningInstanceBaselineGoroutine(b *testing.B) {
-	warmGoroutines(fleet)
+	bgtask.WarmUp(fleet)
 	measured := false
 	for b.Loop() {
 		before := heapNow()
@@ -430,7 +410,7 @@ func reportLateness(b *testing.B, late []time.Duration) {
 // a program that never ran 10,000 goroutines before; they report over all iterations.
 
 func BenchmarkTimeTriggerLateness(b *testing.B) {
-	warmGoroutines(2 * burst)
+	bgtask.WarmUp(2 * burst)
 	var lateAll []time.Duration
 	for b.Loop() {
 		h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
@@ -458,7 +438,7 @@ func BenchmarkTimeTriggerLateness(b *testing.B) {
 }
 
 func BenchmarkTimeTriggerLatenessBaselineTimers(b *testing.B) {
-	warmGoroutines(2 * burst)
+	bgtask.WarmUp(2 * burst)
 	var lateAll []time.Duration
 	for b.Loop() {
 		late := make([]time.Duration, burst)
