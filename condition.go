@@ -184,6 +184,7 @@ func (h *Host) SetCondition(c SystemConditionType, satisfied bool) {
 
 // condState is a registration's view of its conditions, kept by the host.
 type condState struct {
+	conds []Condition     // as registered
 	stops []func()        // from Watch; called once, by unwatch
 	gen   []atomic.Uint64 // per condition: readings started
 	// Guarded by the host's lock.
@@ -192,35 +193,41 @@ type condState struct {
 	unmet   int      // how many of ok are false
 }
 
-// watchConditions subscribes to r's conditions and reads them once. It runs user code, so
-// the host's lock is not held.
-func (h *Host) watchConditions(r *Registration) {
-	n := len(r.conditions)
-	if n == 0 {
-		return
-	}
-	r.cond = &condState{
-		gen:     make([]atomic.Uint64, n),
-		applied: make([]uint64, n),
-		ok:      make([]bool, n),
-		unmet:   n, // nothing holds until it has been read
-		stops:   make([]func(), n),
-	}
-	for k, c := range r.conditions {
-		var stop func()
-		if err := capture(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, k) }); return nil }); err != nil {
-			h.logPanic("Condition.Watch", err, r.attrs()...)
+// watchConditions subscribes to conds for r, makes them r's conditions and reads them
+// once. It runs user code, so the host's lock is not held. It returns the subscriptions to
+// the conditions r had before, if any, for the caller to end.
+func (h *Host) watchConditions(r *Registration, conds []Condition) (old *condState) {
+	var cs *condState
+	if n := len(conds); n > 0 {
+		cs = &condState{
+			conds:   conds,
+			gen:     make([]atomic.Uint64, n),
+			applied: make([]uint64, n),
+			ok:      make([]bool, n),
+			unmet:   n, // nothing holds until it has been read
+			stops:   make([]func(), n),
 		}
-		r.cond.stops[k] = stop
+		for k, c := range conds {
+			var stop func()
+			if err := capture(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, cs, k) }); return nil }); err != nil {
+				h.logPanic("Condition.Watch", err, r.attrs()...)
+			}
+			cs.stops[k] = stop
+		}
 	}
-	for k := range r.conditions {
-		h.conditionChanged(r, k)
+	h.lock()
+	old, r.cond, r.conditions = r.cond, cs, conds
+	h.unlock()
+	for k := range conds {
+		h.conditionChanged(r, cs, k)
 	}
+	return old
 }
 
-// unwatch ends r's condition subscriptions, on job j; Unregister and Shutdown call it once.
-func (r *Registration) unwatch(j *job) {
-	for _, stop := range r.cond.stops {
+// unwatch ends the condition subscriptions cs, on job j; Unregister and Shutdown call it
+// once.
+func (r *Registration) unwatch(j *job, cs *condState) {
+	for _, stop := range cs.stops {
 		if stop == nil {
 			continue
 		}
@@ -230,30 +237,31 @@ func (r *Registration) unwatch(j *job) {
 	}
 }
 
-// conditionChanged reads condition k of r and applies the reading. Readings are numbered
-// before they are taken, so that of two concurrent ones the later reading wins whatever
-// order they reach the lock in.
-func (h *Host) conditionChanged(r *Registration, k int) {
-	gen := r.cond.gen[k].Add(1)
+// conditionChanged reads condition k of cs, r's conditions, and applies the reading.
+// Readings are numbered before they are taken, so that of two concurrent ones the later
+// reading wins whatever order they reach the lock in. A reading of conditions that r no
+// longer has (Ensure changed them) is dropped.
+func (h *Host) conditionChanged(r *Registration, cs *condState, k int) {
+	gen := cs.gen[k].Add(1)
 	var ok bool
-	if err := capture(func() error { ok = r.conditions[k].Satisfied(h); return nil }); err != nil {
+	if err := capture(func() error { ok = cs.conds[k].Satisfied(h); return nil }); err != nil {
 		h.logPanic("Condition.Satisfied", err, r.attrs()...)
 	}
 	h.lock()
-	if gen <= r.cond.applied[k] || r.unregistered {
+	if gen <= cs.applied[k] || r.unregistered || r.cond != cs {
 		h.unlock()
 		return
 	}
-	r.cond.applied[k] = gen
-	was := r.cond.ok[k]
-	r.cond.ok[k] = ok
+	cs.applied[k] = gen
+	was := cs.ok[k]
+	cs.ok[k] = ok
 	var lost *instance
 	switch {
 	case ok && !was:
-		r.cond.unmet--
+		cs.unmet--
 		h.tryStartLocked(r)
 	case !ok && was:
-		r.cond.unmet++
+		cs.unmet++
 		if r.cancelOnLoss {
 			lost = r.running
 		}

@@ -120,6 +120,9 @@ func (h *Host) startLocked(r *Registration) {
 	h.toLaunch = append(h.toLaunch, i)
 	if r.oneShot {
 		h.unregisterLocked(r, Abort)
+		if r.persistent {
+			h.saver.deleteLater(r.id)
+		}
 	}
 }
 
@@ -213,11 +216,20 @@ func (h *Host) retireLocked() {
 		if terminated && h.closed {
 			h.lost = append(h.lost, i.info())
 		}
+		h.setLastLocked(r, i.result.Load())
 		h.tryStartLocked(r)
 		h.rescheduleLocked(r)
 		h.retired = append(h.retired, i)
 	}
 	h.startSlotsLocked()
+}
+
+// setLastLocked records res as r's last result, to be stored if r is persistent.
+func (h *Host) setLastLocked(r *Registration, res *CompletedEventArgs) {
+	r.last = res
+	if r.persistent && !r.unregistered {
+		h.saver.markDirty(r)
+	}
 }
 
 // countEventsLocked counts the delivery of i's events, if anyone watches: Shutdown waits
@@ -283,6 +295,7 @@ func (h *Host) dropLocked(r *Registration, reason CancellationReason) {
 	i.result.Store(&CompletedEventArgs{InstanceID: i.id, Err: ce, Canceled: true, Reason: reason, Finished: time.Now()})
 	r.pending, r.waiters, r.held = nil, nil, false
 	delete(h.held, r)
+	h.setLastLocked(r, i.result.Load())
 	h.countEventsLocked(i)
 	h.retired = append(h.retired, i)
 }

@@ -3,7 +3,9 @@ package bgtask
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -36,6 +38,7 @@ type Host struct {
 	log     *slog.Logger
 	entries map[string]BackgroundTask
 	sites   bool      // WithDeferralSites
+	saver   *saver    // WithStore; nil without a store
 	lib     tracker   // the library's goroutines: event delivery, handlers, the scheduler
 	epoch   time.Time // for the monotonic clock of the scheduler and idle detection
 	memory  memoryWatch
@@ -77,6 +80,11 @@ func NewHost(opts ...Option) (*Host, error) {
 			return nil, err
 		}
 	}
+	if h.saver != nil {
+		if err := h.restore(); err != nil {
+			return nil, err
+		}
+	}
 	h.startMemoryWatch()
 	return h, nil
 }
@@ -95,6 +103,28 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 	if err != nil {
 		return nil, err
 	}
+	r := h.newRegistration(b, task, set)
+	if err := h.store(r, b, set); err != nil {
+		return nil, err
+	}
+	h.watchConditions(r, r.conditions)
+	h.lock()
+	defer h.unlock()
+	if h.closed {
+		r.unregistered = true
+		h.quietLocked(r)
+		if r.persistent {
+			h.saver.deleteLater(r.id)
+		}
+		return nil, ErrHostClosed
+	}
+	h.regs[r.id] = r
+	r.trigger.attach(r)
+	return r, nil
+}
+
+// newRegistration returns the registration b describes, not yet registered.
+func (h *Host) newRegistration(b Builder, task BackgroundTask, set triggerSettings) *Registration {
 	r := &Registration{
 		host:         h,
 		id:           uuid.New(),
@@ -105,22 +135,33 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 		conditions:   slices.Clone(b.Conditions),
 		cancelOnLoss: b.CancelOnConditionLoss,
 		maxExec:      b.MaxExecutionTime,
+		kind:         set.kind,
 		oneShot:      set.oneShot,
 		sysType:      set.sysType,
 		watch:        set.watch,
 	}
-	r.sched.period, r.sched.index = int64(set.period), -1
-	h.watchConditions(r)
-	h.lock()
-	defer h.unlock()
-	if h.closed {
-		r.unregistered = true
-		h.quietLocked(r)
-		return nil, ErrHostClosed
+	r.sched.index = -1
+	if set.kind == timeKind {
+		r.sched.period = int64(set.period)
+		r.sched.next = addSat(h.now(), r.sched.period)
 	}
-	h.regs[r.id] = r
-	r.trigger.attach(r)
-	return r, nil
+	return r
+}
+
+// store stores r, not yet registered, if it is persistent (see WithStore).
+func (h *Host) store(r *Registration, b Builder, set triggerSettings) error {
+	if h.saver == nil || b.TaskEntryPoint == "" {
+		return nil
+	}
+	if err := persistable(b, set); err != nil {
+		return err
+	}
+	r.persistent = true
+	put := map[uuid.UUID][]byte{r.id: r.encodeRecordLocked()} // not shared yet: no lock needed
+	if err := h.saver.commit(context.Background(), put, nil); err != nil {
+		return fmt.Errorf("bgtask: registration %q: storing it: %w", b.Name, err)
+	}
+	return nil
 }
 
 // check validates b and returns the task it runs and its trigger's settings.
@@ -272,4 +313,102 @@ func (h *Host) logPanic(where string, err error, attrs ...any) {
 		attrs = append(attrs, slog.String("stack", string(pe.Stack)))
 	}
 	h.log.Error("bgtask: panic in "+where+" recovered", attrs...)
+}
+
+// Ensure registers b unless a registration with b's Name and TaskEntryPoint exists, as one
+// restored from the store does (see [WithStore]); it is how a program that restarts finds
+// its registrations again without restarting their countdowns. If one exists with the same
+// trigger settings, conditions, CancelOnConditionLoss and MaxExecutionTime, Ensure returns
+// it unchanged (a time trigger keeps its countdown) and binds b.Trigger to it, so that
+// b.Trigger's Request fires it. If it exists with other settings, Ensure updates it in
+// place: same TaskID and LastResult; a time trigger's countdown restarts only if
+// FreshnessTime changed. Several matches are an error wrapping [ErrInvalidArgument]. The
+// other errors are Register's.
+func (h *Host) Ensure(b Builder) (*Registration, error) {
+	task, set, err := h.check(b)
+	if err != nil {
+		return nil, err
+	}
+	var matches []*Registration
+	h.lock()
+	for _, r := range h.regs {
+		if r.name == b.Name && r.entryPoint == b.TaskEntryPoint {
+			matches = append(matches, r)
+		}
+	}
+	h.unlock()
+	switch len(matches) {
+	case 0:
+		return h.Register(b)
+	case 1:
+		return matches[0], h.update(matches[0], b, task, set)
+	}
+	return nil, invalidf("Ensure", "%d registrations are named %q with entry point %q", len(matches), b.Name, b.TaskEntryPoint)
+}
+
+// update makes r what b describes, for Ensure.
+func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set triggerSettings) error {
+	next := h.newRegistration(b, task, set)
+	h.lock()
+	same := r.sameSettingsLocked(next)
+	next.id, next.last = r.id, r.last
+	if same || next.kind == timeKind && r.kind == timeKind && next.sched.period == r.sched.period {
+		next.sched.next = r.sched.next // the countdown goes on
+	}
+	h.unlock()
+	if err := h.store(next, b, set); err != nil {
+		return err
+	}
+	h.lock()
+	if same {
+		h.rebindLocked(r, b.Trigger, task)
+		h.unlock()
+		return nil
+	}
+	h.unlock()
+	if old := h.watchConditions(r, next.conditions); old != nil { // user code: outside the lock
+		h.lib.Go(r, func(j *job) { r.unwatch(j, old) })
+	}
+	h.lock()
+	defer h.unlock()
+	if r.unregistered || h.closed {
+		return ErrHostClosed
+	}
+	r.trigger.detach(r)
+	r.trigger, r.task = next.trigger, next.task
+	r.cancelOnLoss, r.maxExec, r.kind, r.oneShot, r.sysType, r.watch = next.cancelOnLoss, next.maxExec, next.kind, next.oneShot, next.sysType, next.watch
+	r.persistent = next.persistent
+	r.sched.period, r.sched.next = next.sched.period, next.sched.next
+	if r.running == nil && !r.held || r.kind != timeKind {
+		r.trigger.attach(r)
+	}
+	return nil
+}
+
+// sameSettingsLocked reports whether r and next have the same trigger settings, conditions,
+// CancelOnConditionLoss and MaxExecutionTime.
+func (r *Registration) sameSettingsLocked(next *Registration) bool {
+	return r.kind == next.kind && r.oneShot == next.oneShot && r.sched.period == next.sched.period &&
+		r.sysType == next.sysType && r.cancelOnLoss == next.cancelOnLoss && r.maxExec == next.maxExec &&
+		slices.EqualFunc(r.conditions, next.conditions, sameCondition)
+}
+
+// sameCondition reports whether a and b are the same condition: equal values of a
+// comparable type.
+func sameCondition(a, b Condition) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta.Comparable() && a == b
+}
+
+// rebindLocked makes t r's trigger, keeping r's place in the scheduler: the trigger has the
+// settings r was registered with.
+func (h *Host) rebindLocked(r *Registration, t Trigger, task BackgroundTask) {
+	r.task = task
+	if old, ok := r.trigger.(*ApplicationTrigger); ok && old != t {
+		old.detach(r)
+	}
+	if nt, ok := t.(*ApplicationTrigger); ok && nt != r.trigger {
+		nt.attach(r)
+	}
+	r.trigger = t
 }

@@ -45,10 +45,13 @@ type Registration struct {
 	held         bool       // a fire is held (see dispatch.go)
 	waitingSlot  bool       // in Host.slots
 	unregistered bool
-	quiet        bool       // its trigger's and conditions' watches are stopped
-	oneShot      bool       // the trigger's settings, read once by Register
-	cond         *condState // the conditions' readings; nil without conditions
-	pending      any        // the held fire's details
+	quiet        bool // its trigger's and conditions' watches are stopped
+	oneShot      bool // the trigger's settings, read once by Register
+	kind         triggerKind
+	persistent   bool                // kept in the host\'s store
+	last         *CompletedEventArgs // the last Completed event\'s arguments
+	cond         *condState          // the conditions' readings; nil without conditions
+	pending      any                 // the held fire's details
 	host         *Host
 	waiters      []chan<- CompletedEventArgs
 	sysIndex     int    // for a system trigger: its place in Host.system[sysType]
@@ -114,9 +117,30 @@ func (r *Registration) Unregister(cancelTask bool) {
 	inst, again := r.running, r.unregistered
 	h.unregisterLocked(r, Abort)
 	h.unlock()
-	if cancelTask && inst != nil && !again {
+	if again {
+		return
+	}
+	if r.persistent {
+		if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
+			h.log.Error("bgtask: deleting the record failed; retrying", append(r.attrs(), slog.String("err", err.Error()))...)
+			h.saver.deleteLater(r.id)
+		}
+	}
+	if cancelTask && inst != nil {
 		inst.cancel(Abort)
 	}
+}
+
+// LastResult returns the arguments of the registration's last Completed event, and false
+// before the first. With a store, it survives restarts: Err then has the same text and
+// matches ErrCanceled, ErrTerminated and ErrUnknownEntryPoint where it did.
+func (r *Registration) LastResult() (CompletedEventArgs, bool) {
+	r.host.lock()
+	defer r.host.unlock()
+	if r.last == nil {
+		return CompletedEventArgs{}, false
+	}
+	return *r.last, true
 }
 
 // attrs are the log attributes naming the registration.

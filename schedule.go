@@ -94,6 +94,9 @@ func (r *Registration) catchUpLocked(details any) any {
 	}
 	at := st.next + (now-st.next)/st.period*st.period
 	st.next = addSat(at, st.period)
+	if r.persistent {
+		r.host.saver.markDirty(r)
+	}
 	return &TimeTriggerDetails{ScheduledAt: r.host.epoch.Add(time.Duration(at))}
 }
 

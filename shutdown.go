@@ -2,6 +2,8 @@ package bgtask
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 )
 
@@ -40,10 +42,17 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		i.cancel(Terminating)
 	}
 	err := h.live.waitAtMost(ctx, h.lock, h.unlock, 0)
+	var storeErr error
+	if h.saver != nil {
+		storeErr = h.saver.stop(ctx) // the results are all in: write them
+	}
 	if err == nil {
 		err = h.lib.count.waitAtMost(ctx, h.lib.mu.Lock, h.lib.mu.Unlock, self)
 	}
-	return h.shutdownError(err, self > 0)
+	if storeErr != nil {
+		storeErr = fmt.Errorf("bgtask: shutdown: writing the store: %w", storeErr)
+	}
+	return errors.Join(h.shutdownError(err, self > 0), storeErr)
 }
 
 // closeLocked drops the held fires and stops the triggers' machinery. The triggers let go
@@ -72,8 +81,8 @@ func (h *Host) quietLocked(r *Registration) {
 	if r.stopWatch != nil {
 		r.stopWatch()
 	}
-	if r.cond != nil {
-		h.lib.Go(r, r.unwatch)
+	if cs := r.cond; cs != nil {
+		h.lib.Go(r, func(j *job) { r.unwatch(j, cs) })
 	}
 }
 

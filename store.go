@@ -1,8 +1,16 @@
 package bgtask
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -31,3 +39,220 @@ var (
 	// CustomTrigger, a *Switch, a condition the program wrote.
 	ErrNotPersistable = errors.New("bgtask: not persistable")
 )
+
+// WithStore keeps the host's persistable registrations in s: NewHost restores those it
+// holds, and every registration with a TaskEntryPoint is stored before Register or Ensure
+// returns (one with only a Task stays in memory). Results and time triggers' next times
+// are written in batches, within a second, and by Shutdown. A store that fails never makes
+// the host lose what it holds in memory: Register and Ensure return the error, other writes
+// are retried and logged, and Shutdown returns the last error. The host never closes s.
+// Default: no store.
+func WithStore(s Store) Option {
+	return Option{func(h *Host) error {
+		if isNil(s) {
+			return invalidf("WithStore", "nil store")
+		}
+		h.saver = &saver{host: h, store: s, dirty: make(map[*Registration]struct{})}
+		return nil
+	}}
+}
+
+// saveDelay is how long a result or a time trigger's next time may wait to be written, so
+// that many are written in one transaction.
+const saveDelay = 500 * time.Millisecond
+
+// saver writes a host's records. Writes that must be durable before a call returns
+// (Register, Ensure, Unregister) are grouped: while one Apply runs, the writes that come
+// wait and go together in the next, so that concurrent registrations share a transaction.
+// Other writes (results, next times) mark the registration dirty, and a timer writes the
+// dirty ones within saveDelay.
+type saver struct {
+	host  *Host
+	store Store
+
+	flushing sync.Mutex // held by the one goroutine calling Apply
+
+	mu      sync.Mutex
+	reqs    []saveReq
+	dirty   map[*Registration]struct{}
+	deletes []uuid.UUID
+	timer   *time.Timer // the armed timer, counted as a job of the library
+	timerJ  *job
+	lastErr error // of the last write that failed, until one succeeds
+	stopped bool
+}
+
+type saveReq struct {
+	put  map[uuid.UUID][]byte
+	del  []uuid.UUID
+	done chan error
+}
+
+// commit writes put and del and returns once they are durable, or the store's error.
+func (s *saver) commit(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.UUID) error {
+	done := make(chan error, 1)
+	s.mu.Lock()
+	s.reqs = append(s.reqs, saveReq{put, del, done})
+	s.mu.Unlock()
+	s.flush(ctx)
+	return <-done
+}
+
+// markDirty writes r's record within saveDelay.
+func (s *saver) markDirty(r *Registration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dirty[r] = struct{}{}
+	s.armLocked()
+}
+
+// deleteLater deletes the record id within saveDelay.
+func (s *saver) deleteLater(id uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deletes = append(s.deletes, id)
+	s.armLocked()
+}
+
+// armLocked starts the timer unless it runs or the host shut down. The timer counts as a
+// goroutine of the library from now until it has written, so that Shutdown waits for it.
+func (s *saver) armLocked() {
+	if s.timer != nil || s.stopped {
+		return
+	}
+	j := &job{}
+	s.host.lib.begin(j)
+	s.timerJ = j
+	s.timer = time.AfterFunc(saveDelay, func() {
+		defer s.host.lib.end(j)
+		s.mu.Lock()
+		s.timer, s.timerJ = nil, nil
+		s.mu.Unlock()
+		if err := s.flush(context.Background()); err != nil {
+			s.host.log.Error("bgtask: store write failed; retrying", slog.String("err", err.Error()))
+			s.mu.Lock()
+			s.armLocked()
+			s.mu.Unlock()
+		}
+	})
+}
+
+// stop stops the timer, writes what is pending, and returns the last error of a write
+// that did not succeed since.
+func (s *saver) stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopped = true
+	if s.timer != nil && s.timer.Stop() {
+		s.host.lib.end(s.timerJ)
+		s.timer, s.timerJ = nil, nil
+	}
+	s.mu.Unlock()
+	s.flush(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// flush writes every pending request and dirty record in one Apply, and returns its error.
+// A failed Apply leaves the dirty records and deletes pending, to be retried; the
+// requests get the error.
+func (s *saver) flush(ctx context.Context) error {
+	s.flushing.Lock()
+	defer s.flushing.Unlock()
+	s.mu.Lock()
+	reqs, dirty, deletes := s.reqs, s.dirty, s.deletes
+	s.reqs, s.dirty, s.deletes = nil, make(map[*Registration]struct{}), nil
+	s.mu.Unlock()
+	if len(reqs) == 0 && len(dirty) == 0 && len(deletes) == 0 {
+		return nil
+	}
+	put := make(map[uuid.UUID][]byte)
+	del := slices.Clone(deletes)
+	for _, q := range reqs {
+		maps.Copy(put, q.put)
+		del = append(del, q.del...)
+	}
+	h := s.host
+	h.lock()
+	for r := range dirty {
+		if r.unregistered {
+			continue // Unregister deletes it
+		}
+		put[r.id] = r.encodeRecordLocked()
+	}
+	h.unlock()
+	err := s.store.Apply(ctx, put, del)
+	for _, q := range reqs {
+		q.done <- err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err
+	if err != nil {
+		for r := range dirty {
+			s.dirty[r] = struct{}{}
+		}
+		s.deletes = append(s.deletes, deletes...)
+	}
+	return err
+}
+
+// persistable reports why b cannot be stored, or nil.
+func persistable(b Builder, set triggerSettings) error {
+	subject := "registration " + strconv.Quote(b.Name)
+	if set.kind == customKind {
+		return errorf(ErrNotPersistable, subject, "a CustomTrigger")
+	}
+	for k, c := range b.Conditions {
+		if _, ok := c.(SystemCondition); !ok {
+			return errorf(ErrNotPersistable, subject, fmt.Sprintf("condition %d is a %T, not a SystemCondition", k, c))
+		}
+	}
+	return nil
+}
+
+// restore registers the records of the host's store; NewHost calls it. Every record is
+// decoded before any is registered, so that a corrupt one makes NewHost fail with nothing
+// started.
+func (h *Host) restore() error {
+	recs, err := h.saver.store.Load(context.Background())
+	if err != nil {
+		return fmt.Errorf("bgtask: loading the store: %w", err)
+	}
+	ids := slices.Collect(maps.Keys(recs))
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	decoded := make([]*record, len(ids))
+	for k, id := range ids {
+		if decoded[k], err = decodeRecord(recs[id]); err != nil {
+			return fmt.Errorf("bgtask: record %s: %w", id, err)
+		}
+	}
+	for k, rec := range decoded {
+		b := rec.builder()
+		task := h.entries[rec.EntryPoint]
+		if task == nil {
+			task = unbound(rec.EntryPoint)
+		}
+		r := h.newRegistration(b, task, b.Trigger.settings())
+		r.id, r.persistent, r.last = ids[k], true, rec.Last.result()
+		if rec.Next != 0 {
+			r.sched.next = int64(time.Unix(0, rec.Next).Sub(h.epoch))
+		}
+		h.watchConditions(r, r.conditions)
+		h.lock()
+		h.regs[r.id] = r
+		r.trigger.attach(r)
+		h.unlock()
+	}
+	return nil
+}
+
+// unbound is the task of a restored registration whose entry point no WithEntryPoint
+// bound: each of its fires completes with ErrUnknownEntryPoint, and is logged.
+type unbound string
+
+func (u unbound) Run(_ context.Context, inst BackgroundTaskInstance) error {
+	err := errorf(ErrUnknownEntryPoint, "registration "+strconv.Quote(inst.Task().Name()), strconv.Quote(string(u)))
+	inst.Task().host.log.Error("bgtask: restored registration without its task", append(inst.Task().attrs(), slog.String("err", err.Error()))...)
+	return err
+}

@@ -221,7 +221,6 @@ func (t *TimeTrigger) attach(r *Registration) {
 		h.sched = newScheduler()
 		h.lib.Go(nil, func(*job) { h.sched.loop(h) })
 	}
-	r.sched.next = addSat(h.now(), r.sched.period)
 	h.sched.add(r)
 }
 
