@@ -227,14 +227,13 @@ func (h *Host) watchConditions(r *Registration, conds []Condition) (old *condSta
 // unwatch ends the condition subscriptions cs, on job j; Unregister and Shutdown call it
 // once.
 func (r *Registration) unwatch(j *job, cs *condState) {
+	var stops []*subscriber[func()]
 	for _, stop := range cs.stops {
-		if stop == nil {
-			continue
-		}
-		if err := callUser(j, &inConditionStop, stop); err != nil {
-			r.host.logPanic(inConditionStop, err, r.attrs()...)
+		if stop != nil {
+			stops = append(stops, &subscriber[func()]{f: stop})
 		}
 	}
+	callEach(r.host, j, &inConditionStop, stops, nil, true, func(stop func()) { stop() })
 }
 
 // conditionChanged reads condition k of cs, r's conditions, and applies the reading.

@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,7 +203,8 @@ func (h *Host) retire(i *instance, inline bool) (deliverHere bool) {
 // (i.job) before they stop counting as live, so that Shutdown, which waits for the one and
 // then the other, never misses it; unlock then raises the events.
 func (h *Host) retireLocked() {
-	for _, i := range h.ending.take() {
+	ended := h.ending.take()
+	for _, i := range ended {
 		r := i.reg
 		h.countEventsLocked(i)
 		if r.running == i {
@@ -217,11 +219,15 @@ func (h *Host) retireLocked() {
 			h.lost = append(h.lost, i.info())
 		}
 		h.setLastLocked(r, i.result.Load())
-		h.tryStartLocked(r)
-		h.rescheduleLocked(r)
 		h.retired = append(h.retired, i)
 	}
+	// The fires that waited for a slot go first: a registration whose instance just ended
+	// queues its next fire behind them, or it could keep the slots to itself.
 	h.startSlotsLocked()
+	for _, i := range ended {
+		h.tryStartLocked(i.reg)
+		h.rescheduleLocked(i.reg)
+	}
 }
 
 // setLastLocked records res as r's last result, to be stored if r is persistent.
@@ -274,6 +280,10 @@ func (h *Host) unregisterLocked(r *Registration, reason CancellationReason) {
 		return
 	}
 	r.unregistered = true
+	if r.waitingSlot {
+		r.waitingSlot = false
+		h.slots = slices.DeleteFunc(h.slots, func(x *Registration) bool { return x == r })
+	}
 	h.dropLocked(r, reason)
 	delete(h.regs, r.id)
 	if !h.closed { // else closeLocked detached it

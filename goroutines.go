@@ -20,18 +20,25 @@ type countdown struct {
 
 func (c *countdown) add(d int) {
 	c.n += d
-	if d < 0 && c.lowered != nil {
+	if d < 0 {
+		c.wake()
+	}
+}
+
+// wake wakes the waiters, to look again.
+func (c *countdown) wake() {
+	if c.lowered != nil {
 		close(c.lowered)
 		c.lowered = nil
 	}
 }
 
-// waitAtMost waits until c counts at most n, or ctx ends. lock and unlock take and release
-// c's owner's lock, which the caller does not hold.
-func (c *countdown) waitAtMost(ctx context.Context, lock, unlock func(), n int) error {
+// waitAtMost waits until c counts at most n(), or ctx ends. lock and unlock take and
+// release c's owner's lock, which the caller does not hold and n is called with.
+func (c *countdown) waitAtMost(ctx context.Context, lock, unlock func(), n func() int) error {
 	for {
 		lock()
-		if c.n <= n {
+		if c.n <= n() {
 			unlock()
 			return nil
 		}
@@ -54,6 +61,26 @@ type tracker struct {
 	mu    sync.Mutex
 	count countdown
 	jobs  job // the ring of running jobs; jobs itself is not one
+	// inShutdown counts the jobs blocked in Host.Shutdown, called from a callback: Shutdown
+	// cannot wait for them.
+	inShutdown int
+}
+
+// wait waits until no job runs but those blocked in Shutdown, or ctx ends. self says that
+// the caller is such a job.
+func (t *tracker) wait(ctx context.Context, self bool) error {
+	if self {
+		t.mu.Lock()
+		t.inShutdown++
+		t.count.wake() // the other callers in Shutdown wait for one job less
+		t.mu.Unlock()
+		defer func() {
+			t.mu.Lock()
+			t.inShutdown--
+			t.mu.Unlock()
+		}()
+	}
+	return t.count.waitAtMost(ctx, t.mu.Lock, t.mu.Unlock, func() int { return t.inShutdown })
 }
 
 // job is one goroutine of the library, or one stretch of a task's goroutine that delivers
@@ -101,19 +128,26 @@ func (t *tracker) goBegun(j *job, f func(j *job)) {
 	}()
 }
 
-// stuck names the jobs running user code now.
-func (t *tracker) stuck() []string {
+// stuck names the jobs running user code now or, with all, every job that runs for a
+// registration.
+func (t *tracker) stuck(all bool) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var names []string
 	for j := t.jobs.next; j != nil && j != &t.jobs; j = j.next {
-		if what := j.calling.Load(); what != nil {
-			name := *what
-			if j.reg != nil {
-				name += " of " + strconv.Quote(j.reg.name)
-			}
-			names = append(names, name)
+		what := j.calling.Load()
+		switch {
+		case what != nil:
+		case all && j.reg != nil:
+			what = &inDelivery
+		default:
+			continue
 		}
+		name := *what
+		if j.reg != nil {
+			name += " of " + strconv.Quote(j.reg.name)
+		}
+		names = append(names, name)
 	}
 	return names
 }
@@ -125,6 +159,7 @@ var (
 	inCanceledHandler  = "OnCanceled handler"
 	inWatch            = "CustomTrigger.Watch"
 	inConditionStop    = "Condition.Watch's stop func"
+	inDelivery         = "event delivery"
 )
 
 // callUser calls f, the user code named by what, on job j, and returns f's panic as a

@@ -180,7 +180,9 @@ func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
 	case b.MaxExecutionTime < 0:
 		return nil, set, invalidf(subject, "MaxExecutionTime is negative (%v)", b.MaxExecutionTime)
 	}
-	set = b.Trigger.settings()
+	if capture(func() error { set = b.Trigger.settings(); return nil }) != nil {
+		return nil, set, errorf(ErrNoTrigger, subject, "the trigger is a nil trigger inside a value")
+	}
 	if err := set.validate(subject, &h.policy); err != nil {
 		return nil, set, err
 	}

@@ -318,7 +318,7 @@ func (i *instance) terminate() {
 	runLeft := old >= runRef
 	goRunning := int(i.goroutines.Load())
 	if runLeft {
-		goRunning--
+		goRunning = max(goRunning-1, 0) // Run may have returned since the swap
 	}
 	i.mu.Lock()
 	err := i.err
@@ -330,6 +330,9 @@ func (i *instance) terminate() {
 		GoRunning:   goRunning,
 		Err:         err,
 		Outstanding: i.deferrals(old, goRunning),
+	}
+	if i.sites != nil { // the list was read after the count: deferrals completed meanwhile
+		te.Deferrals = len(te.Outstanding)
 	}
 	i.reg.host.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
 	if i.end(te, true) {

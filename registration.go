@@ -40,22 +40,23 @@ type Builder struct {
 type Registration struct {
 	// Guarded by host.mu; first, so that a fire reads one or two cache lines of it
 	// (BenchmarkTimeTriggersDueAtOneInstant touches 10,000 registrations in a burst).
-	sched        schedState // time trigger state
-	running      *instance  // the live instance, if any
-	held         bool       // a fire is held (see dispatch.go)
-	waitingSlot  bool       // in Host.slots
-	unregistered bool
-	quiet        bool // its trigger's and conditions' watches are stopped
-	oneShot      bool // the trigger's settings, read once by Register
-	kind         triggerKind
-	persistent   bool                // kept in the host\'s store
-	last         *CompletedEventArgs // the last Completed event\'s arguments
-	cond         *condState          // the conditions' readings; nil without conditions
-	pending      any                 // the held fire's details
-	host         *Host
-	waiters      []chan<- CompletedEventArgs
-	sysIndex     int    // for a system trigger: its place in Host.system[sysType]
-	stopWatch    func() // ends a custom trigger's Watch
+	sched            schedState // time trigger state
+	running          *instance  // the live instance, if any
+	held             bool       // a fire is held (see dispatch.go)
+	waitingSlot      bool       // in Host.slots
+	unregistered     bool
+	unregisterCalled bool // by the program; a OneShot registration unregisters itself too
+	quiet            bool // its trigger's and conditions' watches are stopped
+	oneShot          bool // the trigger's settings, read once by Register
+	kind             triggerKind
+	persistent       bool                // kept in the host\'s store
+	last             *CompletedEventArgs // the last Completed event\'s arguments
+	cond             *condState          // the conditions' readings; nil without conditions
+	pending          any                 // the held fire's details
+	host             *Host
+	waiters          []chan<- CompletedEventArgs
+	sysIndex         int    // for a system trigger: its place in Host.system[sysType]
+	stopWatch        func() // ends a custom trigger's Watch
 
 	id           uuid.UUID
 	name         string
@@ -110,17 +111,19 @@ func (r *Registration) OnCompleted(h func(CompletedEventArgs)) (remove func()) {
 // dropped, and its Completed event raised as canceled with [Abort]. With cancelTask, a
 // running instance is canceled with Abort; without, it runs to its end. Either way its
 // Completed event is still raised. Unregister does not wait for the instance. Calling it
-// again does nothing.
+// again does nothing. A OneShot registration, unregistered when its instance started, can
+// still be called once to cancel that instance.
 func (r *Registration) Unregister(cancelTask bool) {
 	h := r.host
 	h.lock()
-	inst, again := r.running, r.unregistered
+	inst, again, recorded := r.running, r.unregisterCalled, !r.unregistered && r.persistent
+	r.unregisterCalled = true
 	h.unregisterLocked(r, Abort)
 	h.unlock()
 	if again {
 		return
 	}
-	if r.persistent {
+	if recorded {
 		if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
 			h.log.Error("bgtask: deleting the record failed; retrying", append(r.attrs(), slog.String("err", err.Error()))...)
 			h.saver.deleteLater(r.id)

@@ -27,3 +27,28 @@ func TestTimeTriggersShareOneGoroutine(t *testing.T) {
 		assert.Zero(t, h.lib.count.n, "joined by Shutdown")
 	})
 }
+
+func TestUnregisterForgetsAFireWaitingForASlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, err := NewHost(WithPolicy(Policy{MaxConcurrent: 1}))
+		require.NoError(t, err)
+		block := TaskFunc(func(ctx context.Context, _ BackgroundTaskInstance) error { <-ctx.Done(); return nil })
+		trig := NewApplicationTrigger()
+		_, err = h.Register(Builder{Name: "running", Trigger: trig, Task: block})
+		require.NoError(t, err)
+		_, err = trig.Request(context.Background(), nil)
+		require.NoError(t, err)
+		for range 100 {
+			waiting := NewApplicationTrigger()
+			r, err := h.Register(Builder{Name: "waiting", Trigger: waiting, Task: block})
+			require.NoError(t, err)
+			_, err = waiting.Request(context.Background(), nil)
+			require.NoError(t, err)
+			r.Unregister(false)
+		}
+		h.lock()
+		assert.Empty(t, h.slots, "nothing left waiting for a slot")
+		h.unlock()
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}

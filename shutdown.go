@@ -20,18 +20,16 @@ import (
 // waits the same way and reports the same. The registrations stay listed by AllTasks.
 //
 // Called from an event handler, a Canceled handler, a CustomTrigger's Watch or a
-// condition's stop func, Shutdown cannot wait for its own caller: it waits for everything
-// else, and its error names the caller among Stuck. Called from a task's Run, it returns
+// condition's stop func (of this host or another), Shutdown cannot wait for its caller, nor
+// for other callbacks that call Shutdown: it waits for everything else, and its error names
+// the library goroutines still running among Stuck, its caller included. Called from a task's Run, it returns
 // once that instance has been terminated (its Run has not returned), after the grace
 // period.
 func (h *Host) Shutdown(ctx context.Context) error {
 	if ctx == nil {
 		return invalidf("Shutdown", "nil context")
 	}
-	self := 0
-	if calledFromCallback() {
-		self = 1
-	}
+	self := calledFromCallback()
 	h.lock()
 	if !h.closed {
 		h.closed = true
@@ -41,18 +39,18 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	for _, i := range h.running() {
 		i.cancel(Terminating)
 	}
-	err := h.live.waitAtMost(ctx, h.lock, h.unlock, 0)
+	err := h.live.waitAtMost(ctx, h.lock, h.unlock, func() int { return 0 })
 	var storeErr error
 	if h.saver != nil {
 		storeErr = h.saver.stop(ctx) // the results are all in: write them
 	}
 	if err == nil {
-		err = h.lib.count.waitAtMost(ctx, h.lib.mu.Lock, h.lib.mu.Unlock, self)
+		err = h.lib.wait(ctx, self)
 	}
 	if storeErr != nil {
 		storeErr = fmt.Errorf("bgtask: shutdown: writing the store: %w", storeErr)
 	}
-	return errors.Join(h.shutdownError(err, self > 0), storeErr)
+	return errors.Join(h.shutdownError(err, self), storeErr)
 }
 
 // closeLocked drops the held fires and stops the triggers' machinery. The triggers let go
@@ -100,7 +98,7 @@ func (h *Host) shutdownError(ctxErr error, self bool) error {
 	}
 	var stuck []string
 	if ctxErr != nil || self {
-		stuck = h.lib.stuck()
+		stuck = h.lib.stuck(self)
 	}
 	if len(infos) == 0 && len(stuck) == 0 && ctxErr == nil {
 		return nil

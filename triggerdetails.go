@@ -2,6 +2,7 @@ package bgtask
 
 import (
 	"fmt"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -45,10 +46,22 @@ func Arg[T any](inst BackgroundTaskInstance, key string) (T, error) {
 		return zero, invalidf(subject, "no such argument")
 	}
 	t, ok := v.(T)
+	if v == nil && canBeNil[T]() {
+		return zero, nil // a nil argument, asked for as a type that has nil
+	}
 	if !ok {
 		return zero, invalidf(subject, "the argument is of type %T, not %s", v, typeName[T]())
 	}
 	return t, nil
+}
+
+// canBeNil reports whether T's zero value is nil.
+func canBeNil[T any]() bool {
+	switch reflect.TypeFor[T]().Kind() {
+	case reflect.Interface, reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return true
+	}
+	return false
 }
 
 // typeName names T, an interface type included.
