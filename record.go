@@ -17,6 +17,10 @@ import (
 // recordVersion is the version of the records this package writes and reads.
 const recordVersion = 1
 
+// maxNext is the latest next time a record may hold (in 2116): far enough for any period,
+// near enough that the host's clock arithmetic cannot overflow.
+const maxNext = 1 << 62
+
 type record struct {
 	Version               int                   `json:"version"`
 	Name                  string                `json:"name"`
@@ -71,7 +75,11 @@ func (r *Registration) encodeRecordLocked() []byte {
 		rec.Conditions = append(rec.Conditions, c.(SystemCondition).Type)
 	}
 	if r.kind == timeKind {
-		rec.Next = r.host.epoch.Add(time.Duration(r.sched.next)).UnixNano()
+		epoch := r.host.epoch.UnixNano()
+		rec.Next = maxNext // a period too long to add: as good as never
+		if r.sched.next < maxNext-epoch {
+			rec.Next = epoch + r.sched.next
+		}
 	}
 	b, _ := json.Marshal(rec) // cannot fail: no value of these types fails to encode
 	return b
@@ -109,12 +117,13 @@ func timeOf(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// decodeRecord decodes and checks a record. Its errors match ErrStoreCorrupt and say what
-// is wrong, without the TaskID, which the caller adds.
-func decodeRecord(b []byte) (*record, error) {
+// decodeRecord decodes and checks the record of id. Its errors match ErrStoreCorrupt and
+// say which record and what is wrong.
+func decodeRecord(id uuid.UUID, b []byte) (*record, error) {
+	subject := "record " + id.String()
 	var rec record
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, errorf(ErrStoreCorrupt, "", err.Error())
+		return nil, errorf(ErrStoreCorrupt, subject, err.Error())
 	}
 	problem := ""
 	switch {
@@ -130,6 +139,8 @@ func decodeRecord(b []byte) (*record, error) {
 		problem = fmt.Sprintf("unknown trigger kind %q", rec.Trigger.Kind)
 	case rec.MaxExecutionTime < 0:
 		problem = "negative MaxExecutionTime"
+	case rec.Next < 0 || rec.Next > maxNext:
+		problem = fmt.Sprintf("next time %d out of range", rec.Next)
 	}
 	for _, c := range rec.Conditions {
 		if !c.valid() {
@@ -144,7 +155,7 @@ func decodeRecord(b []byte) (*record, error) {
 		}
 	}
 	if problem != "" {
-		return nil, errorf(ErrStoreCorrupt, "", problem)
+		return nil, errorf(ErrStoreCorrupt, subject, problem)
 	}
 	return &rec, nil
 }

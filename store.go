@@ -52,7 +52,7 @@ func WithStore(s Store) Option {
 		if isNil(s) {
 			return invalidf("WithStore", "nil store")
 		}
-		h.saver = &saver{host: h, store: s, dirty: make(map[*Registration]struct{})}
+		h.saver = &saver{host: h, store: s, dirty: make(map[*Registration]struct{}), flushing: make(chan struct{}, 1)}
 		return nil
 	}}
 }
@@ -70,7 +70,9 @@ type saver struct {
 	host  *Host
 	store Store
 
-	flushing sync.Mutex // held by the one goroutine calling Apply
+	// flushing holds a token while a goroutine calls Apply. A channel rather than a mutex, so
+	// that the writers waiting for it are durably blocked in a testing/synctest bubble.
+	flushing chan struct{}
 
 	mu      sync.Mutex
 	reqs    []saveReq
@@ -78,7 +80,6 @@ type saver struct {
 	deletes []uuid.UUID
 	timer   *time.Timer // the armed timer, counted as a job of the library
 	timerJ  *job
-	lastErr error // of the last write that failed, until one succeeds
 	stopped bool
 }
 
@@ -137,8 +138,8 @@ func (s *saver) armLocked() {
 	})
 }
 
-// stop stops the timer, writes what is pending, and returns the last error of a write
-// that did not succeed since.
+// stop stops the timer and writes what is pending: what earlier writes that failed left
+// too. It returns the error of that last write.
 func (s *saver) stop(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopped = true
@@ -147,18 +148,15 @@ func (s *saver) stop(ctx context.Context) error {
 		s.timer, s.timerJ = nil, nil
 	}
 	s.mu.Unlock()
-	s.flush(ctx)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastErr
+	return s.flush(ctx)
 }
 
 // flush writes every pending request and dirty record in one Apply, and returns its error.
 // A failed Apply leaves the dirty records and deletes pending, to be retried; the
 // requests get the error.
 func (s *saver) flush(ctx context.Context) error {
-	s.flushing.Lock()
-	defer s.flushing.Unlock()
+	s.flushing <- struct{}{}
+	defer func() { <-s.flushing }()
 	s.mu.Lock()
 	reqs, dirty, deletes := s.reqs, s.dirty, s.deletes
 	s.reqs, s.dirty, s.deletes = nil, make(map[*Registration]struct{}), nil
@@ -187,7 +185,6 @@ func (s *saver) flush(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastErr = err
 	if err != nil {
 		for r := range dirty {
 			s.dirty[r] = struct{}{}
@@ -223,8 +220,8 @@ func (h *Host) restore() error {
 	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	decoded := make([]*record, len(ids))
 	for k, id := range ids {
-		if decoded[k], err = decodeRecord(recs[id]); err != nil {
-			return fmt.Errorf("bgtask: record %s: %w", id, err)
+		if decoded[k], err = decodeRecord(id, recs[id]); err != nil {
+			return err
 		}
 	}
 	for k, rec := range decoded {
