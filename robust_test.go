@@ -96,7 +96,7 @@ func TestUnregisterCancelsARunningOneShot(t *testing.T) {
 // stopper is a condition whose stop func runs stop.
 type stopper struct{ stop func() }
 
-func (s stopper) Satisfied(*bgtask.Host) bool             { return true }
+func (s stopper) Satisfied(*bgtask.Host) bool              { return true }
 func (s stopper) Watch(*bgtask.Host, func()) (stop func()) { return s.stop }
 
 func TestGoexitInAConditionStopStillStopsTheOthers(t *testing.T) {

@@ -1004,4 +1004,3 @@ func TestStoreConcurrentRegistersShareTransactions(t *testing.T) {
 		shutDown(t, h)
 	})
 }
-
