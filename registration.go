@@ -134,6 +134,18 @@ func (r *Registration) Unregister(cancelTask bool) {
 	}
 }
 
+// NextFire returns when the registration's TimeTrigger is next due, and false for a
+// registration with another trigger or one that is unregistered. A fire due while the
+// instance runs starts when it ends (see [TimeTrigger]).
+func (r *Registration) NextFire() (time.Time, bool) {
+	r.host.lock()
+	defer r.host.unlock()
+	if r.kind != timeKind || r.unregistered {
+		return time.Time{}, false
+	}
+	return r.host.epoch.Add(time.Duration(r.sched.next)), true
+}
+
 // LastResult returns the arguments of the registration's last Completed event, and false
 // before the first. With a store, it survives restarts: Err then has the same text and
 // matches ErrCanceled, ErrTerminated and ErrUnknownEntryPoint where it did.

@@ -1004,3 +1004,30 @@ func TestStoreConcurrentRegistersShareTransactions(t *testing.T) {
 		shutDown(t, h)
 	})
 }
+
+func TestStoreNextFireSurvivesRestarts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		start := time.Now()
+		h := newHost(t, bgtask.WithStore(s), bgtask.WithEntryPoint("job", returnsAtOnce))
+		r := mustRegister(t, h, bgtask.Builder{Name: "t", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}})
+		next, ok := r.NextFire()
+		require.True(t, ok)
+		assert.Equal(t, start.Add(time.Hour), next)
+		app := mustRegister(t, h, bgtask.Builder{Name: "a", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger()})
+		_, ok = app.NextFire()
+		assert.False(t, ok, "not time-triggered")
+		shutDown(t, h)
+		time.Sleep(10 * time.Minute)
+		h = newHost(t, bgtask.WithStore(s), bgtask.WithEntryPoint("job", returnsAtOnce))
+		r, ok = h.Lookup(r.TaskID())
+		require.True(t, ok)
+		next, ok = r.NextFire()
+		require.True(t, ok)
+		assert.Equal(t, start.Add(time.Hour), next.Round(time.Millisecond), "the countdown goes on")
+		r.Unregister(false)
+		_, ok = r.NextFire()
+		assert.False(t, ok, "unregistered")
+		shutDown(t, h)
+	})
+}
