@@ -32,7 +32,7 @@ type Condition interface {
 type Switch struct {
 	mu       sync.Mutex
 	on       bool
-	watchers subscribers[func()]
+	watchers watchSet
 }
 
 // NewCondition returns a Switch that starts as satisfied says.
@@ -44,21 +44,40 @@ func NewCondition(satisfied bool) *Switch { return &Switch{on: satisfied} }
 // Set does not wait for the started or canceled instances.
 func (s *Switch) Set(satisfied bool) {
 	s.mu.Lock()
-	changed := s.on != satisfied
+	var notify []func()
+	if s.on != satisfied {
+		notify = s.watchers.list()
+	}
 	s.on = satisfied
 	s.mu.Unlock()
-	if changed {
-		callAll(s.watchers.load())
+	for _, f := range notify {
+		f()
 	}
 }
 
-// callAll calls each func not removed.
-func callAll(subs []*subscriber[func()]) {
-	for _, sub := range subs {
-		if !sub.removed.Load() {
-			sub.f()
-		}
+// watchSet is the set of funcs watching a condition. Many registrations may watch one
+// condition, so adding and removing are O(1) (a copy-on-write list, as for event
+// handlers, made registering 10,000 registrations on one condition quadratic). Its owner's
+// lock guards it; its zero value is an empty set.
+type watchSet map[*func()]struct{}
+
+// add adds f; remove, called with the owner's lock held, takes it out.
+func (w *watchSet) add(f func()) *func() {
+	if *w == nil {
+		*w = make(watchSet)
 	}
+	p := &f
+	(*w)[p] = struct{}{}
+	return p
+}
+
+// list returns the funcs, to call once the owner's lock is released.
+func (w watchSet) list() []func() {
+	fs := make([]func(), 0, len(w))
+	for p := range w {
+		fs = append(fs, *p)
+	}
+	return fs
 }
 
 // Satisfied reports the value last Set.
@@ -69,7 +88,16 @@ func (s *Switch) Satisfied(*Host) bool {
 }
 
 // Watch calls changed on each change made by Set, on Set's goroutine.
-func (s *Switch) Watch(_ *Host, changed func()) (stop func()) { return s.watchers.add(changed) }
+func (s *Switch) Watch(_ *Host, changed func()) (stop func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.watchers.add(changed)
+	return func() {
+		s.mu.Lock()
+		delete(s.watchers, p)
+		s.mu.Unlock()
+	}
+}
 
 // SystemConditionType is a system state that a [SystemCondition] requires. The values are
 // those of the Windows SystemConditionType enumeration.
@@ -136,12 +164,16 @@ func (c SystemCondition) Watch(h *Host, changed func()) (stop func()) {
 	h.lock()
 	defer h.unlock()
 	if h.sysWatch == nil {
-		h.sysWatch = make(map[SystemConditionType]*subscribers[func()])
+		h.sysWatch = make(map[SystemConditionType]watchSet)
 	}
-	if h.sysWatch[c.Type] == nil {
-		h.sysWatch[c.Type] = new(subscribers[func()])
+	set := h.sysWatch[c.Type]
+	p := set.add(changed)
+	h.sysWatch[c.Type] = set
+	return func() {
+		h.lock()
+		delete(h.sysWatch[c.Type], p)
+		h.unlock()
 	}
-	return h.sysWatch[c.Type].add(changed)
 }
 
 func (h *Host) systemConditionLocked(c SystemConditionType) bool {
@@ -167,10 +199,10 @@ func (h *Host) SetCondition(c SystemConditionType, satisfied bool) {
 	if h.sysState == nil {
 		h.sysState = make(map[SystemConditionType]bool)
 	}
-	var notify []*subscriber[func()]
+	var notify []func()
 	set := func(c SystemConditionType, v bool) {
-		if h.systemConditionLocked(c) != v && h.sysWatch[c] != nil {
-			notify = append(notify, h.sysWatch[c].load()...)
+		if h.systemConditionLocked(c) != v {
+			notify = append(notify, h.sysWatch[c].list()...)
 		}
 		h.sysState[c] = v
 	}
@@ -179,7 +211,9 @@ func (h *Host) SetCondition(c SystemConditionType, satisfied bool) {
 		set(n, !satisfied)
 	}
 	h.unlock()
-	callAll(notify)
+	for _, f := range notify {
+		f()
+	}
 }
 
 // condState is a registration's view of its conditions, kept by the host.

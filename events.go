@@ -7,8 +7,9 @@ import (
 )
 
 // subscribers is a set of callbacks, copied on write so that reading it is one atomic load
-// with no allocation: the one subscriber set of the package, for OnProgress, OnCompleted,
-// OnCanceled and the watchers of conditions. Its zero value is an empty set.
+// with no allocation: the one subscriber set of the package's handlers, OnProgress,
+// OnCompleted and OnCanceled. (A condition's watchers are a watchSet: there may be many of
+// them.) Its zero value is an empty set.
 type subscribers[F any] struct {
 	mu   sync.Mutex
 	list atomic.Pointer[[]*subscriber[F]]

@@ -60,7 +60,7 @@ type Host struct {
 	sched    *scheduler // time triggers; nil until the first is registered
 	pause    pauseState
 	sysState map[SystemConditionType]bool
-	sysWatch map[SystemConditionType]*subscribers[func()]
+	sysWatch map[SystemConditionType]watchSet
 }
 
 // NewHost returns a host configured by opts, or the first option's error.

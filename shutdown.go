@@ -61,10 +61,28 @@ func (h *Host) closeLocked() {
 	h.pause.by = 0
 	h.releasePauseLocked()
 	h.slots = nil
+	type watched struct {
+		r  *Registration
+		cs *condState
+	}
+	var conds []watched
 	for _, r := range h.regs {
 		h.dropLocked(r, Terminating)
 		r.trigger.detach(r)
-		h.quietLocked(r)
+		if r.cond != nil && !r.quiet {
+			conds = append(conds, watched{r, r.cond})
+		}
+		r.quiet = true // the conditions are stopped below, all on one goroutine
+		if r.stopWatch != nil {
+			r.stopWatch()
+		}
+	}
+	if len(conds) > 0 {
+		h.lib.Go(nil, func(j *job) {
+			for _, w := range conds {
+				w.r.unwatch(j, w.cs)
+			}
+		})
 	}
 }
 

@@ -63,7 +63,8 @@ const saveDelay = 500 * time.Millisecond
 
 // saver writes a host's records. Writes that must be durable before a call returns
 // (Register, Ensure, Unregister) are grouped: while one Apply runs, the writes that come
-// wait and go together in the next, so that concurrent registrations share a transaction.
+// wait and go together in the next, so that concurrent registrations share a transaction
+// (BenchmarkRegisterPersistentParallel16).
 // Other writes (results, next times) mark the registration dirty, and a timer writes the
 // dirty ones within saveDelay.
 type saver struct {
@@ -81,6 +82,7 @@ type saver struct {
 	timer   *time.Timer // the armed timer, counted as a job of the library
 	timerJ  *job
 	stopped bool
+	leading bool // a commit is writing the queued requests
 }
 
 type saveReq struct {
@@ -90,12 +92,23 @@ type saveReq struct {
 }
 
 // commit writes put and del and returns once they are durable, or the store's error.
+// The first caller leads: it writes what is queued, and again while more came meanwhile;
+// the others wait for their result.
 func (s *saver) commit(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.UUID) error {
 	done := make(chan error, 1)
 	s.mu.Lock()
 	s.reqs = append(s.reqs, saveReq{put, del, done})
+	lead := !s.leading
+	s.leading = true
 	s.mu.Unlock()
-	s.flush(ctx)
+	for lead {
+		s.flush(ctx)
+		s.mu.Lock()
+		if lead = len(s.reqs) > 0; !lead {
+			s.leading = false
+		}
+		s.mu.Unlock()
+	}
 	return <-done
 }
 

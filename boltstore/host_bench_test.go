@@ -1,0 +1,161 @@
+package boltstore_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/bgtask-go/bgtask"
+	"github.com/bgtask-go/bgtask/boltstore"
+)
+
+// A host over a boltstore: registering a persistent registration beside a bbolt Update
+// writing a record of the same size, alone and from 16 goroutines; restoring 10,000
+// registrations beside reading and decoding them with a bbolt cursor and encoding/json;
+// and the heap a restored registration costs at rest.
+
+var nop = bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+
+func persistentHost(b *testing.B, s *boltstore.Store) *bgtask.Host {
+	h, err := bgtask.NewHost(bgtask.WithStore(s), bgtask.WithEntryPoint("nop", nop), bgtask.WithLogger(nil))
+	require.NoError(b, err)
+	b.Cleanup(func() { require.NoError(b, h.Shutdown(context.Background())) })
+	return h
+}
+
+// builder is a registration whose record is about the size of value.
+func builder(k int) bgtask.Builder {
+	return bgtask.Builder{Name: fmt.Sprintf("registration-%08d", k), TaskEntryPoint: "nop",
+		Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}, MaxExecutionTime: time.Minute,
+		Conditions: []bgtask.Condition{bgtask.SystemCondition{Type: bgtask.SystemConditionInternetAvailable}}}
+}
+
+func BenchmarkRegisterPersistent(b *testing.B) {
+	h := persistentHost(b, openStore(b))
+	b.ReportAllocs()
+	k := 0
+	for b.Loop() {
+		k++
+		if _, err := h.Register(builder(k)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRegisterPersistentParallel16(b *testing.B) {
+	h := persistentHost(b, openStore(b))
+	var k atomic.Int64
+	parallel16(b, func() error {
+		_, err := h.Register(builder(int(k.Add(1))))
+		return err
+	})
+}
+
+func BenchmarkRestore10000(b *testing.B) {
+	path := hostFile10000(b)
+	s, err := boltstore.Open(path)
+	require.NoError(b, err)
+	defer s.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		h, err := bgtask.NewHost(bgtask.WithStore(s), bgtask.WithEntryPoint("nop", nop), bgtask.WithLogger(nil))
+		b.StopTimer()
+		if err != nil || len(h.AllTasks()) != 10_000 {
+			b.Fatal(err)
+		}
+		_ = h.Shutdown(context.Background())
+		b.StartTimer()
+	}
+}
+
+// BenchmarkRestore10000BaselineCursorJSON reads the same file with a bbolt cursor and
+// decodes each record with encoding/json into a struct of the same shape.
+func BenchmarkRestore10000BaselineCursorJSON(b *testing.B) {
+	db, err := bolt.Open(hostFile10000(b), 0o600, &bolt.Options{Timeout: time.Second})
+	require.NoError(b, err)
+	defer db.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		err := db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucket).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				var rec struct {
+					Version    int    `json:"version"`
+					Name       string `json:"name"`
+					EntryPoint string `json:"entry_point"`
+					Trigger    struct {
+						Kind   string        `json:"kind"`
+						Period time.Duration `json:"period"`
+					} `json:"trigger"`
+					Conditions       []int         `json:"conditions"`
+					MaxExecutionTime time.Duration `json:"max_execution_time"`
+					Next             int64         `json:"next"`
+				}
+				if err := json.Unmarshal(bytes.Clone(v), &rec); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil || n != 10_000 {
+			b.Fatal(n, err)
+		}
+	}
+}
+
+// BenchmarkHeapPerRestoredRegistration restores 10,000 time-triggered registrations and
+// reports the heap they hold at rest.
+func BenchmarkHeapPerRestoredRegistration(b *testing.B) {
+	s, err := boltstore.Open(hostFile10000(b))
+	require.NoError(b, err)
+	defer s.Close()
+	for b.Loop() {
+		before := heapNow()
+		h, err := bgtask.NewHost(bgtask.WithStore(s), bgtask.WithEntryPoint("nop", nop), bgtask.WithLogger(nil))
+		require.NoError(b, err)
+		b.ReportMetric(float64(heapNow()-before)/10_000, "B/registration")
+		_ = h.Shutdown(context.Background())
+	}
+}
+
+func heapNow() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// hostFile10000 returns the path of a store file holding 10,000 registrations of a host.
+func hostFile10000(b *testing.B) string {
+	path := b.TempDir() + "/host.db"
+	s, err := boltstore.Open(path)
+	require.NoError(b, err)
+	h, err := bgtask.NewHost(bgtask.WithStore(s), bgtask.WithEntryPoint("nop", nop), bgtask.WithLogger(nil))
+	require.NoError(b, err)
+	var wg sync.WaitGroup // 64 at a time: their records share transactions
+	for w := range 64 {
+		wg.Go(func() {
+			for k := w; k < 10_000; k += 64 {
+				if _, err := h.Register(builder(k)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(b, h.Shutdown(context.Background()))
+	require.NoError(b, s.Close())
+	return path
+}
