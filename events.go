@@ -67,9 +67,12 @@ func callEach[F any](h *Host, j *job, what *string, subs []*subscriber[F], i *in
 			continue
 		}
 		if err := callUser(j, what, func() { call(s.f) }); err != nil {
-			attrs := j.reg.attrs()
-			if i != nil {
+			var attrs []any
+			switch {
+			case i != nil:
 				attrs = i.attrs()
+			case j.reg != nil:
+				attrs = j.reg.attrs()
 			}
 			h.logPanic(*what, err, attrs...)
 		}
