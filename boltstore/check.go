@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // The names in the file.
@@ -63,7 +64,7 @@ func openDB(path string, opts bolt.Options, deadline time.Time) (*bolt.DB, error
 		return db, nil
 	case errors.As(err, &ce):
 		return nil, err
-	case errors.Is(err, bolt.ErrTimeout):
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, ErrLocked)
 	case isIOError(err):
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/bgtask-go/bgtask"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Lock order: Store.mu, then Store.lead (a token), then Store.qmu.
@@ -161,7 +162,7 @@ func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.
 	// it fails only that request.
 	for id, v := range put {
 		if int64(len(v)) > bolt.MaxValueSize {
-			return fmt.Errorf("boltstore: record %s: %w", id, bolt.ErrValueTooLarge)
+			return fmt.Errorf("boltstore: record %s: %w", id, berrors.ErrValueTooLarge)
 		}
 	}
 	return s.commit(&request{put: put, del: del, done: make(chan error, 1)})
