@@ -159,3 +159,28 @@ func hostFile10000(b *testing.B) string {
 	require.NoError(b, s.Close())
 	return path
 }
+
+// BenchmarkRegisterPersistentBesideBoltUpdate alternates a Register of a persistent
+// registration and a bbolt Update writing as many bytes, so that both see the same disk
+// (whose fsyncs vary from minute to minute), and reports each and their ratio.
+func BenchmarkRegisterPersistentBesideBoltUpdate(b *testing.B) {
+	h := persistentHost(b, openStore(b))
+	db := openBolt(b)
+	var reg, upd time.Duration
+	k := 0
+	for b.Loop() {
+		k++
+		t0 := time.Now()
+		if _, err := h.Register(builder(k)); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := db.Update(put); err != nil {
+			b.Fatal(err)
+		}
+		reg, upd = reg+t1.Sub(t0), upd+time.Since(t1)
+	}
+	b.ReportMetric(float64(reg.Nanoseconds())/float64(b.N), "ns/register")
+	b.ReportMetric(float64(upd.Nanoseconds())/float64(b.N), "ns/update")
+	b.ReportMetric(float64(reg)/float64(upd), "ratio")
+}
