@@ -109,17 +109,18 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 	}
 	h.watchConditions(r, r.conditions)
 	h.lock()
-	defer h.unlock()
-	if h.closed {
+	if h.closed { // Shutdown came meanwhile
 		r.unregistered = true
 		h.quietLocked(r)
+		h.unlock()
 		if r.persistent {
-			h.saver.deleteLater(r.id)
+			_ = h.saver.commit(context.Background(), nil, []uuid.UUID{r.id})
 		}
 		return nil, ErrHostClosed
 	}
 	h.regs[r.id] = r
 	r.trigger.attach(r)
+	h.unlock()
 	return r, nil
 }
 
