@@ -883,13 +883,13 @@ func TestStoreOneShotRecordIsDeletedWhenItsInstanceStarts(t *testing.T) {
 
 func TestStoreBatchesResultsAndNextTimes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const n = 1000
+		const n = 10_000 // as many as the issue asks to fire within one second
 		s := newMemStore()
 		var ran atomic.Int32
 		task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { ran.Add(1); return nil })
 		h := newHost(t, bgtask.WithStore(s), bgtask.WithEntryPoint("tick", task))
 		for k := range n {
-			mustRegister(t, h, bgtask.Builder{Name: fmt.Sprintf("tick-%04d", k), TaskEntryPoint: "tick",
+			mustRegister(t, h, bgtask.Builder{Name: fmt.Sprintf("tick-%05d", k), TaskEntryPoint: "tick",
 				Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
 		}
 		require.Equal(t, n, s.applyCount(), "each Register is one Apply")
