@@ -1,18 +1,30 @@
 package bgtask
 
 import (
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 )
 
-// A persistent registration is stored as one record: JSON with a version, so that a
-// record of another version is refused rather than misread. Times are wall-clock Unix
-// nanoseconds, so that they keep their meaning across restarts.
+// A persistent registration is stored as one record, in a compact binary form that starts
+// with its version, so that a record of another version is refused rather than misread.
+// Times are wall-clock Unix nanoseconds, so that they keep their meaning across restarts.
+// With JSON records, decoding was more than half of a restore: BenchmarkRestore10000 took
+// 45 ms, and 32 ms with this form (the baseline of reading JSON records with a cursor and
+// encoding/json: 28 ms).
+//
+// The form, in order: the version byte; the name and the entry point, each a uvarint length
+// and the bytes; the trigger's kind byte (0 application, 1 time, 2 system); a flags byte
+// (1 OneShot, 2 CancelOnConditionLoss, 4 a result follows); as varints the period, the
+// system trigger type, MaxExecutionTime and the next time; a uvarint count of conditions
+// and each as a varint; then, with a result, its 16-byte InstanceID, its error text as a
+// length and bytes, a byte of the sentinels it matched (1 canceled, 2 terminated, 4 unknown
+// entry point), a byte for Canceled, and as varints Reason, Progress, Started and Finished.
 
 // recordVersion is the version of the records this package writes and reads.
 const recordVersion = 1
@@ -22,33 +34,33 @@ const recordVersion = 1
 const maxNext = 1 << 62
 
 type record struct {
-	Version               int                   `json:"version"`
-	Name                  string                `json:"name"`
-	EntryPoint            string                `json:"entry_point"`
-	Trigger               triggerRecord         `json:"trigger"`
-	Conditions            []SystemConditionType `json:"conditions,omitempty"`
-	CancelOnConditionLoss bool                  `json:"cancel_on_condition_loss,omitempty"`
-	MaxExecutionTime      time.Duration         `json:"max_execution_time,omitempty"`
-	Next                  int64                 `json:"next,omitempty"` // a time trigger's earliest slot not fired
-	Last                  *resultRecord         `json:"last,omitempty"`
+	Version               int
+	Name                  string
+	EntryPoint            string
+	Trigger               triggerRecord
+	Conditions            []SystemConditionType
+	CancelOnConditionLoss bool
+	MaxExecutionTime      time.Duration
+	Next                  int64 // a time trigger's earliest slot not fired
+	Last                  *resultRecord
 }
 
 type triggerRecord struct {
-	Kind    string            `json:"kind"` // "application", "time" or "system"
-	OneShot bool              `json:"one_shot,omitempty"`
-	Period  time.Duration     `json:"period,omitempty"`
-	System  SystemTriggerType `json:"system,omitempty"`
+	Kind    string // "application", "time" or "system"
+	OneShot bool
+	Period  time.Duration
+	System  SystemTriggerType
 }
 
 type resultRecord struct {
-	InstanceID uuid.UUID          `json:"instance_id"`
-	Err        string             `json:"err,omitempty"`
-	Is         []string           `json:"is,omitempty"` // the sentinels Err matched
-	Canceled   bool               `json:"canceled,omitempty"`
-	Reason     CancellationReason `json:"reason,omitempty"`
-	Progress   uint32             `json:"progress,omitempty"`
-	Started    int64              `json:"started,omitempty"`
-	Finished   int64              `json:"finished,omitempty"`
+	InstanceID uuid.UUID
+	Err        string
+	Is         []string // the sentinels Err matched
+	Canceled   bool
+	Reason     CancellationReason
+	Progress   uint32
+	Started    int64
+	Finished   int64
 }
 
 var kindNames = map[triggerKind]string{applicationKind: "application", timeKind: "time", systemKind: "system"}
@@ -81,8 +93,180 @@ func (r *Registration) encodeRecordLocked() []byte {
 			rec.Next = epoch + r.sched.next
 		}
 	}
-	b, _ := json.Marshal(rec) // cannot fail: no value of these types fails to encode
+	return rec.encode()
+}
+
+// The kinds and sentinels as the binary form numbers them.
+var (
+	kindCodes     = []string{"application", "time", "system"}
+	sentinelCodes = []string{"canceled", "terminated", "unknown_entry_point"} // bits 1, 2, 4
+)
+
+const (
+	flagOneShot = 1 << iota
+	flagCancelOnConditionLoss
+	flagResult
+)
+
+// encode returns the binary form of rec (see the top of this file).
+func (rec *record) encode() []byte {
+	b := []byte{byte(rec.Version)}
+	b = appendString(b, rec.Name)
+	b = appendString(b, rec.EntryPoint)
+	b = append(b, byte(max(slices.Index(kindCodes, rec.Trigger.Kind), 0)))
+	var flags byte
+	if rec.Trigger.OneShot {
+		flags |= flagOneShot
+	}
+	if rec.CancelOnConditionLoss {
+		flags |= flagCancelOnConditionLoss
+	}
+	if rec.Last != nil {
+		flags |= flagResult
+	}
+	b = append(b, flags)
+	b = binary.AppendVarint(b, int64(rec.Trigger.Period))
+	b = binary.AppendVarint(b, int64(rec.Trigger.System))
+	b = binary.AppendVarint(b, int64(rec.MaxExecutionTime))
+	b = binary.AppendVarint(b, rec.Next)
+	b = binary.AppendUvarint(b, uint64(len(rec.Conditions)))
+	for _, c := range rec.Conditions {
+		b = binary.AppendVarint(b, int64(c))
+	}
+	if last := rec.Last; last != nil {
+		b = append(b, last.InstanceID[:]...)
+		b = appendString(b, last.Err)
+		var is byte
+		for k, name := range sentinelCodes {
+			if slices.Contains(last.Is, name) {
+				is |= 1 << k
+			}
+		}
+		canceled := byte(0)
+		if last.Canceled {
+			canceled = 1
+		}
+		b = append(b, is, canceled)
+		b = binary.AppendVarint(b, int64(last.Reason))
+		b = binary.AppendUvarint(b, uint64(last.Progress))
+		b = binary.AppendVarint(b, last.Started)
+		b = binary.AppendVarint(b, last.Finished)
+	}
 	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// reader reads the binary form; its first error sticks, and every read after it returns
+// zero values.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = errors.New("truncated or malformed " + what)
+	}
+}
+
+func (r *reader) byte(what string) byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.fail(what)
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	v, n := binary.Varint(r.b)
+	if r.err != nil || n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	v, n := binary.Uvarint(r.b)
+	if r.err != nil || n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes(n uint64, what string) []byte {
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string(what string) string { return string(r.bytes(r.uvarint(what), what)) }
+
+// parse reads the binary form into a record, checking only its shape.
+func parse(b []byte) (*record, error) {
+	r := &reader{b: b}
+	rec := &record{Version: int(r.byte("version"))}
+	if rec.Version != recordVersion {
+		return rec, nil // refused by the caller, naming the version
+	}
+	rec.Name = r.string("name")
+	rec.EntryPoint = r.string("entry point")
+	kind := int(r.byte("trigger kind"))
+	rec.Trigger.Kind = fmt.Sprintf("kind %d", kind)
+	if kind < len(kindCodes) {
+		rec.Trigger.Kind = kindCodes[kind]
+	}
+	flags := r.byte("flags")
+	rec.Trigger.OneShot = flags&flagOneShot != 0
+	rec.CancelOnConditionLoss = flags&flagCancelOnConditionLoss != 0
+	rec.Trigger.Period = time.Duration(r.varint("period"))
+	rec.Trigger.System = SystemTriggerType(r.varint("system trigger type"))
+	rec.MaxExecutionTime = time.Duration(r.varint("MaxExecutionTime"))
+	rec.Next = r.varint("next time")
+	n := r.uvarint("conditions")
+	if n > uint64(len(r.b)) { // each takes a byte at least
+		r.fail("conditions")
+		n = 0
+	}
+	for range n {
+		rec.Conditions = append(rec.Conditions, SystemConditionType(r.varint("condition")))
+	}
+	if flags&flagResult != 0 {
+		last := &resultRecord{}
+		copy(last.InstanceID[:], r.bytes(16, "instance id"))
+		last.Err = r.string("error")
+		is := r.byte("error kinds")
+		for k, name := range sentinelCodes {
+			if is&(1<<k) != 0 {
+				last.Is = append(last.Is, name)
+			}
+		}
+		if is>>len(sentinelCodes) != 0 {
+			r.fail("error kinds")
+		}
+		last.Canceled = r.byte("canceled") != 0
+		last.Reason = CancellationReason(r.varint("reason"))
+		last.Progress = uint32(min(r.uvarint("progress"), math.MaxUint32))
+		last.Started = r.varint("started")
+		last.Finished = r.varint("finished")
+		rec.Last = last
+	}
+	if r.err == nil && len(r.b) > 0 {
+		r.err = fmt.Errorf("%d bytes after the record", len(r.b))
+	}
+	return rec, r.err
 }
 
 func resultOf(e *CompletedEventArgs) *resultRecord {
@@ -121,8 +305,8 @@ func timeOf(n int64) time.Time {
 // say which record and what is wrong.
 func decodeRecord(id uuid.UUID, b []byte) (*record, error) {
 	subject := "record " + id.String()
-	var rec record
-	if err := json.Unmarshal(b, &rec); err != nil {
+	rec, err := parse(b)
+	if err != nil {
 		return nil, errorf(ErrStoreCorrupt, subject, err.Error())
 	}
 	problem := ""
@@ -157,7 +341,7 @@ func decodeRecord(id uuid.UUID, b []byte) (*record, error) {
 	if problem != "" {
 		return nil, errorf(ErrStoreCorrupt, subject, problem)
 	}
-	return &rec, nil
+	return rec, nil
 }
 
 // trigger returns a new trigger with the record's settings.

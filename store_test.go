@@ -498,7 +498,7 @@ func TestStoreCorruptRecordFailsNewHost(t *testing.T) {
 		want string
 	}{
 		{"garbage", []byte("\x00\x01 not a record {"), ""},
-		{"unknown version", []byte(`{"version": 99, "name": "job", "entry_point": "job", "trigger": {"kind": "application"}}`), "version 99"},
+		{"unknown version", []byte{99, 3, 'j', 'o', 'b', 3, 'j', 'o', 'b', 0, 0, 0, 0, 0, 0, 0}, "version 99"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 
@@ -77,30 +78,52 @@ func BenchmarkRestore10000(b *testing.B) {
 	}
 }
 
-// BenchmarkRestore10000BaselineCursorJSON reads the same file with a bbolt cursor and
-// decodes each record with encoding/json into a struct of the same shape.
+// jsonRecord is what a registration's record holds, in JSON.
+type jsonRecord struct {
+	Version    int    `json:"version"`
+	Name       string `json:"name"`
+	EntryPoint string `json:"entry_point"`
+	Trigger    struct {
+		Kind    string        `json:"kind"`
+		OneShot bool          `json:"one_shot,omitempty"`
+		Period  time.Duration `json:"period,omitempty"`
+		System  int           `json:"system,omitempty"`
+	} `json:"trigger"`
+	Conditions            []int         `json:"conditions,omitempty"`
+	CancelOnConditionLoss bool          `json:"cancel_on_condition_loss,omitempty"`
+	MaxExecutionTime      time.Duration `json:"max_execution_time,omitempty"`
+	Next                  int64         `json:"next,omitempty"`
+}
+
+// BenchmarkRestore10000BaselineCursorJSON reads the same 10,000 registrations, as JSON
+// records, with a bbolt cursor, and decodes each with encoding/json.
 func BenchmarkRestore10000BaselineCursorJSON(b *testing.B) {
-	db, err := bolt.Open(hostFile10000(b), 0o600, &bolt.Options{Timeout: time.Second})
-	require.NoError(b, err)
-	defer db.Close()
+	db := openBolt(b)
+	require.NoError(b, db.Update(func(tx *bolt.Tx) error {
+		for k := range 10_000 {
+			bl := builder(k)
+			rec := jsonRecord{Version: 1, Name: bl.Name, EntryPoint: bl.TaskEntryPoint,
+				Conditions: []int{int(bgtask.SystemConditionInternetAvailable)}, MaxExecutionTime: bl.MaxExecutionTime,
+				Next: time.Now().Add(time.Hour).UnixNano()}
+			rec.Trigger.Kind, rec.Trigger.Period = "time", time.Hour
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			id := uuid.New()
+			if err := tx.Bucket(bucket).Put(id[:], v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
 	b.ReportAllocs()
 	for b.Loop() {
 		n := 0
 		err := db.View(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucket).Cursor()
 			for k, v := c.First(); k != nil; k, v = c.Next() {
-				var rec struct {
-					Version    int    `json:"version"`
-					Name       string `json:"name"`
-					EntryPoint string `json:"entry_point"`
-					Trigger    struct {
-						Kind   string        `json:"kind"`
-						Period time.Duration `json:"period"`
-					} `json:"trigger"`
-					Conditions       []int         `json:"conditions"`
-					MaxExecutionTime time.Duration `json:"max_execution_time"`
-					Next             int64         `json:"next"`
-				}
+				var rec jsonRecord
 				if err := json.Unmarshal(bytes.Clone(v), &rec); err != nil {
 					return err
 				}
