@@ -88,28 +88,47 @@ type saver struct {
 type saveReq struct {
 	put  map[uuid.UUID][]byte
 	del  []uuid.UUID
-	done chan error
+	done chan error    // the result of the Apply that wrote it
+	turn chan struct{} // the lead, handed to a waiting request
 }
 
 // commit writes put and del and returns once they are durable, or the store's error.
 // The first caller leads: it writes what is queued, and again while more came meanwhile;
 // the others wait for their result.
 func (s *saver) commit(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.UUID) error {
-	done := make(chan error, 1)
+	q := saveReq{put, del, make(chan error, 1), make(chan struct{}, 1)}
 	s.mu.Lock()
-	s.reqs = append(s.reqs, saveReq{put, del, done})
+	s.reqs = append(s.reqs, q)
 	lead := !s.leading
 	s.leading = true
 	s.mu.Unlock()
-	for lead {
-		s.flush(ctx)
-		s.mu.Lock()
-		if lead = len(s.reqs) > 0; !lead {
-			s.leading = false
+	if !lead {
+		select {
+		case err := <-q.done: // written by a leader, or by the timer's flush
+			select {
+			case <-q.turn: // handed the lead before that flush took it: pass it on
+				s.handOver()
+			default:
+			}
+			return err
+		case <-q.turn: // the leader handed over: this request is still queued
 		}
-		s.mu.Unlock()
 	}
-	return <-done
+	s.flush(ctx) // writes this request, and those queued with it
+	s.handOver()
+	return <-q.done
+}
+
+// handOver passes the lead to the oldest request still queued, if any: a leader writes one
+// group, its own, so that under a steady stream of writes no caller leads forever.
+func (s *saver) handOver() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.reqs) == 0 {
+		s.leading = false
+		return
+	}
+	s.reqs[0].turn <- struct{}{}
 }
 
 // markDirty writes r's record within saveDelay.
@@ -196,6 +215,7 @@ func (s *saver) flush(ctx context.Context) error {
 	for _, q := range reqs {
 		q.done <- err
 	}
+	// A request handed the lead after its Apply still finds its result in done.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {

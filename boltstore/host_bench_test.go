@@ -207,3 +207,40 @@ func BenchmarkRegisterPersistentBesideBoltUpdate(b *testing.B) {
 	b.ReportMetric(float64(upd.Nanoseconds())/float64(b.N), "ns/update")
 	b.ReportMetric(float64(reg)/float64(upd), "ratio")
 }
+
+// BenchmarkRegisterPersistent16WritersBesideOne registers 256 registrations one after the
+// other, then 256 from 16 goroutines at once, in each iteration, so that both see the same
+// disk, and reports the throughput of each and their ratio.
+func BenchmarkRegisterPersistent16WritersBesideOne(b *testing.B) {
+	h := persistentHost(b, openStore(b))
+	var one, sixteen time.Duration
+	k := 0
+	for b.Loop() {
+		t0 := time.Now()
+		for range 256 {
+			k++
+			if _, err := h.Register(builder(k)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t1 := time.Now()
+		var wg sync.WaitGroup
+		for w := range 16 {
+			base := k + w*16
+			wg.Go(func() {
+				for n := range 16 {
+					if _, err := h.Register(builder(base + n + 1)); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		k += 256
+		one, sixteen = one+t1.Sub(t0), sixteen+time.Since(t1)
+	}
+	perSec := func(d time.Duration) float64 { return float64(256*b.N) / d.Seconds() }
+	b.ReportMetric(perSec(one), "one-writer/s")
+	b.ReportMetric(perSec(sixteen), "16-writers/s")
+	b.ReportMetric(float64(one)/float64(sixteen), "ratio")
+}
