@@ -190,12 +190,14 @@ func (l *endingList) take() []*instance {
 // caller, a goroutine of the library if inline, delivers the instance's events itself
 // (deliverHere) rather than a new goroutine.
 func (h *Host) retire(i *instance, inline bool) (deliverHere bool) {
-	i.inline = inline
 	h.ending.add(i)
 	if !h.mu.TryLock() {
 		return false // the holder of the lock retires it, and starts the delivery
 	}
 	h.retireLocked()
+	if !inline {
+		return h.unlockFor(nil)
+	}
 	return h.unlockFor(i)
 }
 
@@ -249,7 +251,8 @@ func (h *Host) countEventsLocked(i *instance) {
 
 // raiseRetired tells the waiters of a retired instance or a dropped fire its outcome and
 // queues its events. It reports whether the caller is to deliver them: own is set when the
-// caller is the instance's own goroutine, which then delivers rather than starting another.
+// caller is a goroutine of the library that i ended on (its own, or its grace timer's),
+// which then delivers rather than starting another.
 func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
 	for _, w := range i.waiters {
 		w <- *i.result.Load() // each has room for it
@@ -258,7 +261,7 @@ func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
 	case !i.events:
 	case !i.reg.events.add(i):
 		h.lib.end(&i.job) // the goroutine draining the queue delivers it
-	case own && i.inline:
+	case own:
 		return true
 	default:
 		h.lib.goBegun(&i.job, func(j *job) { i.reg.drain(j, nil) })

@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -195,7 +196,7 @@ func callHandler[T any](j *job, what *string, f func(T), args *T) (err error) {
 	defer func() {
 		j.calling.Store(nil)
 		if v := recover(); v != nil {
-			err = &PanicError{Value: v, Stack: stack()}
+			err = &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
 	f(*args)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,22 +179,10 @@ func callUser(j *job, what *string, f func()) (err error) {
 func capture(f func() error) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = &PanicError{Value: v, Stack: stack()}
+			err = &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
 	return f()
-}
-
-// stack returns the stack of the calling goroutine.
-func stack() []byte {
-	buf := make([]byte, 4096)
-	for {
-		n := runtime.Stack(buf, false)
-		if n < len(buf) {
-			return buf[:n]
-		}
-		buf = make([]byte, 2*len(buf))
-	}
 }
 
 // callUserName and callHandlerName are the names in stack traces of the two functions

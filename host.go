@@ -24,8 +24,11 @@ import (
 //     suspension, condition readings and system conditions. Taken through lock and unlock
 //     (dispatch.go), never around user code.
 //  2. instance.mu: an instance's first error, timers, Canceled handlers and deferral sites.
-//  3. The leaves, which take no other lock: endingList.mu, ApplicationTrigger.mu,
+//  3. saver.mu: the store writes waiting (store.go); it takes tracker.mu to count its timer.
+//  4. The leaves, which take no other lock: endingList.mu, ApplicationTrigger.mu,
 //     tracker.mu, subscribers.mu, eventQueue.mu, Switch.mu.
+//
+// No lock is held while the store is written (Store.Apply), nor around user code.
 //
 // Hot paths take none of them: SetProgress, GetDeferral and Complete use atomics.
 
@@ -176,7 +179,7 @@ func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
 		return nil, set, invalidf("registration", "Builder.Name is empty")
 	case isNil(b.Trigger):
 		return nil, set, errorf(ErrNoTrigger, subject, "")
-	case isNilTask(b.Task) && b.TaskEntryPoint == "":
+	case isNil(b.Task) && b.TaskEntryPoint == "":
 		return nil, set, errorf(ErrNoTask, subject, "")
 	case b.MaxExecutionTime < 0:
 		return nil, set, invalidf(subject, "MaxExecutionTime is negative (%v)", b.MaxExecutionTime)
@@ -196,7 +199,7 @@ func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
 		}
 	}
 	task := b.Task
-	if isNilTask(task) {
+	if isNil(task) {
 		task = nil
 	}
 	if b.TaskEntryPoint != "" {
@@ -210,10 +213,6 @@ func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
 	}
 	return task, set, nil
 }
-
-// isNilTask reports whether t is nil or holds a nil pointer or func, which Run could only
-// panic on.
-func isNilTask(t BackgroundTask) bool { return isNil(t) }
 
 // isNil reports whether v is nil or an interface holding a nil pointer, func, map or
 // slice: a typed nil that the library would only panic on later.

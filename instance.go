@@ -110,7 +110,6 @@ type instance struct {
 	prev, next *instance                   // in Host.insts
 	listed     bool                        // in Host.insts
 
-	inline bool // it ended on a goroutine of the library, which may deliver its events
 	events bool // its events are to be delivered; set when it is retired
 
 	// For the registration's delivery goroutine.

@@ -47,7 +47,7 @@ func WithEntryPoint(name string, t BackgroundTask) Option {
 		switch {
 		case name == "":
 			return invalidf("WithEntryPoint", "empty name")
-		case isNilTask(t):
+		case isNil(t):
 			return invalidf(subject, "nil task")
 		case h.entries[name] != nil:
 			return invalidf(subject, "bound twice")
