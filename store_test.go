@@ -1031,3 +1031,26 @@ func TestStoreNextFireSurvivesRestarts(t *testing.T) {
 		shutDown(t, h)
 	})
 }
+
+// A Register whose write was under way when Shutdown came is refused, and its record is
+// deleted before it returns: it does not come back at the next start.
+func TestStoreRegisterRefusedByAShutdownLeavesNoRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		h := newHost(t, bgtask.WithStore(s), bgtask.WithEntryPoint("job", returnsAtOnce))
+		s.gate = make(chan struct{})
+		registered := make(chan error, 1)
+		go func() {
+			_, err := h.Register(bgtask.Builder{Name: "late", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger()})
+			registered <- err
+		}()
+		synctest.Wait() // Register waits for its write
+		shutdown := make(chan error, 1)
+		go func() { shutdown <- h.Shutdown(context.Background()) }()
+		synctest.Wait() // Shutdown closed the host and waits for the store
+		close(s.gate)
+		require.ErrorIs(t, <-registered, bgtask.ErrHostClosed)
+		require.NoError(t, <-shutdown)
+		assert.Zero(t, s.size(), "the record written for it is deleted")
+	})
+}
