@@ -114,6 +114,25 @@ func BenchmarkInstanceEndToEnd(b *testing.B) {
 	endToEnd(b, bgtask.NewHost)
 }
 
+// BenchmarkInstanceEndToEndSubscribed is BenchmarkInstanceEndToEnd with a subscriber to
+// every event, as bgtaskhttp's page is: what the event stream costs when it is read.
+func BenchmarkInstanceEndToEndSubscribed(b *testing.B) {
+	endToEnd(b, func(opts ...bgtask.Option) (*bgtask.Host, error) {
+		h, err := bgtask.NewHost(opts...)
+		var n atomic.Int64
+		h.Subscribe(func(bgtask.Event) { n.Add(1) })
+		return h, err
+	})
+}
+
+// BenchmarkInstanceEndToEndDefaultLog is BenchmarkInstanceEndToEnd with the log a program
+// gets when it passes none: problems only, on slog.Default.
+func BenchmarkInstanceEndToEndDefaultLog(b *testing.B) {
+	endToEnd(b, func(opts ...bgtask.Option) (*bgtask.Host, error) {
+		return bgtask.NewHost(append(opts, bgtask.WithLogger(slog.Default()))...)
+	})
+}
+
 // BenchmarkInstanceEndToEndBesideHeldFires is BenchmarkInstanceEndToEnd with 10,000 fires
 // of other registrations held by a condition that does not hold: an instance's end must
 // not walk them.
@@ -269,6 +288,22 @@ func BenchmarkHeapPerRunningInstanceBaselineGoroutine(b *testing.B) {
 
 func BenchmarkCancelFleet(b *testing.B) {
 	f := newFleet(b)
+	for b.Loop() {
+		b.StopTimer()
+		f.start(b)
+		b.StartTimer()
+		f.host.Cancel(bgtask.Abort)
+		f.completed.Wait()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*fleet), "ns/instance")
+	_ = f.host.Shutdown(context.Background())
+}
+
+// BenchmarkCancelFleetSubscribed is BenchmarkCancelFleet with a subscriber to every event.
+func BenchmarkCancelFleetSubscribed(b *testing.B) {
+	f := newFleet(b)
+	var n atomic.Int64
+	f.host.Subscribe(func(bgtask.Event) { n.Add(1) })
 	for b.Loop() {
 		b.StopTimer()
 		f.start(b)

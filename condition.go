@@ -1,6 +1,8 @@
 package bgtask
 
 import (
+	"github.com/google/uuid"
+
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -192,7 +194,7 @@ func (h *Host) systemConditionLocked(c SystemConditionType) bool {
 // constants is logged and otherwise ignored.
 func (h *Host) SetCondition(c SystemConditionType, satisfied bool) {
 	if !c.valid() {
-		h.log.Warn("bgtask: SetCondition with an unknown type ignored", "type", c.String())
+		h.problem("SetCondition with an unknown type ignored", invalidf("SetCondition", "unknown type %s", c), nil, uuid.Nil)
 		return
 	}
 	h.lock()
@@ -244,7 +246,7 @@ func (h *Host) watchConditions(r *Registration, conds []Condition) (old *condSta
 		for k, c := range conds {
 			var stop func()
 			if err := capture(func() error { stop = c.Watch(h, func() { h.conditionChanged(r, cs, k) }); return nil }); err != nil {
-				h.logPanic("Condition.Watch", err, r.attrs()...)
+				h.logPanic("Condition.Watch", err, r, uuid.Nil)
 			}
 			cs.stops[k] = stop
 		}
@@ -278,7 +280,7 @@ func (h *Host) conditionChanged(r *Registration, cs *condState, k int) {
 	gen := cs.gen[k].Add(1)
 	var ok bool
 	if err := capture(func() error { ok = cs.conds[k].Satisfied(h); return nil }); err != nil {
-		h.logPanic("Condition.Satisfied", err, r.attrs()...)
+		h.logPanic("Condition.Satisfied", err, r, uuid.Nil)
 	}
 	h.lock()
 	if gen <= cs.applied[k] || r.unregistered || r.cond != cs {

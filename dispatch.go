@@ -35,9 +35,12 @@ func (h *Host) unlock() { h.unlockFor(nil) }
 // the caller is to deliver own's events itself.
 func (h *Host) unlockFor(own *instance) (deliverOwn bool) {
 	for {
-		launch, retired := h.toLaunch, h.retired
-		h.toLaunch, h.retired = nil, nil
+		launch, retired, events := h.toLaunch, h.retired, h.events
+		h.toLaunch, h.retired, h.events = nil, nil, nil
 		h.mu.Unlock()
+		if events != nil {
+			h.emitAll(events)
+		}
 		for _, i := range launch {
 			h.launch(i)
 		}
@@ -79,7 +82,7 @@ func (h *Host) fireLocked(r *Registration, details any, explicit bool, waiter ch
 	if r.held {
 		return Allowed // coalesced with the fire already held
 	}
-	r.held = true
+	r.held, r.heldBy = true, 0
 	if h.tryStartLocked(r); r.held {
 		h.seq++
 		h.held[r] = h.seq // for Resume and Shutdown
@@ -91,14 +94,38 @@ func (h *Host) fireLocked(r *Registration, details any, explicit bool, waiter ch
 // holds it (see the top of this file).
 func (h *Host) tryStartLocked(r *Registration) {
 	switch {
-	case !r.held || r.running != nil || h.suspendedLocked() || !r.conditionsHoldLocked():
+	case !r.held:
+	case r.running != nil:
+		h.heldLocked(r, HeldByRunning)
+	case h.suspendedLocked():
+		h.heldLocked(r, HeldBySuspension)
+	case !r.conditionsHoldLocked():
+		h.heldLocked(r, HeldByConditions)
 	case h.policy.MaxConcurrent > 0 && h.live.n >= h.policy.MaxConcurrent:
+		h.heldLocked(r, HeldByConcurrency)
 		if !r.waitingSlot {
 			r.waitingSlot = true
 			h.slots = append(h.slots, r)
 		}
 	default:
 		h.startLocked(r)
+	}
+}
+
+// heldLocked records what holds r's fire, and reports it when that changed.
+func (h *Host) heldLocked(r *Registration, by HeldBy) {
+	if r.heldBy != by {
+		r.heldBy = by
+		if h.stream.wants(EventHeld) {
+			h.emitLocked(Event{Kind: EventHeld, Task: r, Held: by})
+		}
+	}
+}
+
+// registeredLocked reports that r was registered.
+func (h *Host) registeredLocked(r *Registration) {
+	if h.stream.wants(EventRegistered) {
+		h.emitLocked(Event{Kind: EventRegistered, Task: r})
 	}
 }
 
@@ -145,6 +172,9 @@ func (h *Host) launch(i *instance) {
 		i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
 	}
 	h.startIdleTimer(i)
+	if h.stream.wants(EventLaunched) {
+		h.emitInstance(EventLaunched, i, nil)
+	}
 	go i.run()
 }
 
@@ -254,6 +284,9 @@ func (h *Host) countEventsLocked(i *instance) {
 // caller is a goroutine of the library that i ended on (its own, or its grace timer's),
 // which then delivers rather than starting another.
 func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
+	if res := i.result.Load(); h.stream.wants(EventCompleted) || res.Started.IsZero() && h.stream.wants(eventDropped) {
+		h.emitInstance(EventCompleted, i, res)
+	}
 	for _, w := range i.waiters {
 		w <- *i.result.Load() // each has room for it
 	}
@@ -289,6 +322,9 @@ func (h *Host) unregisterLocked(r *Registration, reason CancellationReason) {
 	}
 	h.dropLocked(r, reason)
 	delete(h.regs, r.id)
+	if h.stream.wants(EventUnregistered) {
+		h.emitLocked(Event{Kind: EventUnregistered, Task: r})
+	}
 	if !h.closed { // else closeLocked detached it
 		r.trigger.detach(r)
 	}

@@ -1,6 +1,8 @@
 package bgtask
 
 import (
+	"github.com/google/uuid"
+
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -68,14 +70,11 @@ func callEach[F any](h *Host, j *job, what *string, subs []*subscriber[F], i *in
 			continue
 		}
 		if err := callUser(j, what, func() { call(s.f) }); err != nil {
-			var attrs []any
-			switch {
-			case i != nil:
-				attrs = i.attrs()
-			case j.reg != nil:
-				attrs = j.reg.attrs()
+			var id uuid.UUID
+			if i != nil {
+				id = i.id
 			}
-			h.logPanic(*what, err, attrs...)
+			h.logPanic(*what, err, j.reg, id)
 		}
 	}
 }
@@ -130,7 +129,7 @@ func (r *Registration) drain(j *job, batch []*instance) {
 	defer func() {
 		if k < len(batch) { // runtime.Goexit in a handler: this goroutine ends
 			rest := slices.Clone(batch[k:])
-			r.host.log.Warn("bgtask: event handler called runtime.Goexit", r.attrs()...)
+			r.host.problem("event handler called runtime.Goexit", nil, r, uuid.Nil)
 			r.host.lib.Go(r, func(j *job) { r.drain(j, rest) })
 		}
 	}()
@@ -207,5 +206,5 @@ func callHandler[T any](j *job, what *string, f func(T), args *T) (err error) {
 //
 //go:noinline
 func handlerPanicked(what *string, i *instance, err error) {
-	i.reg.host.logPanic(*what, err, i.attrs()...)
+	i.reg.host.logPanic(*what, err, i.reg, i.id)
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"strings"
 	"time"
 
@@ -539,4 +542,64 @@ func ExampleBackgroundTaskInstance_Context() {
 	// Output:
 	// completed: <nil>
 	// true bgtask: instance finished
+}
+
+// A program's metrics read the host's event stream: here, completions counted by
+// outcome and reason, as a counter vector of a metrics library would be fed.
+func ExampleHost_Subscribe() {
+	host, err := bgtask.NewHost()
+	if err != nil {
+		panic(err)
+	}
+	var mu sync.Mutex
+	completions := map[string]int{} // a metrics library's counter, labeled by outcome
+	stop := host.Subscribe(func(e bgtask.Event) {
+		outcome := "ok"
+		switch {
+		case e.Result.Canceled:
+			outcome = "canceled:" + e.Result.Reason.String()
+		case e.Result.Err != nil:
+			outcome = "error"
+		}
+		mu.Lock()
+		completions[outcome]++
+		mu.Unlock()
+	}, bgtask.EventCompleted)
+	defer stop()
+
+	trigger := bgtask.NewApplicationTrigger()
+	_, err = host.Register(bgtask.Builder{
+		Name:    "job",
+		Trigger: trigger,
+		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			switch mode, _ := bgtask.Arg[string](inst, "mode"); mode {
+			case "fail":
+				return errors.New("it failed")
+			case "cancel":
+				host.CancelInstance(inst.InstanceID(), bgtask.Abort)
+				return context.Cause(ctx)
+			}
+			return nil
+		}),
+	})
+	if err != nil {
+		panic(err)
+	}
+	for _, mode := range []string{"ok", "ok", "fail", "cancel"} {
+		if _, _, err := trigger.RequestAndWait(context.Background(), map[string]any{"mode": mode}); err != nil {
+			panic(err)
+		}
+	}
+	if err := host.Shutdown(context.Background()); err != nil { // waits for the events queued
+		panic(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range slices.Sorted(maps.Keys(completions)) {
+		fmt.Println(k, completions[k])
+	}
+	// Output:
+	// canceled:Abort 1
+	// error 1
+	// ok 2
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -38,7 +37,7 @@ import (
 // until something needs one, and [Host.Shutdown] stops and joins all of them.
 type Host struct {
 	policy  Policy
-	log     *slog.Logger
+	stream  stream // events, to the log and to subscribers
 	entries map[string]BackgroundTask
 	sites   bool      // WithDeferralSites
 	saver   *saver    // WithStore; nil without a store
@@ -58,6 +57,7 @@ type Host struct {
 	toLaunch []*instance              // started under the lock, launched by unlock
 	ending   endingList               // instances that ended, to retire (see retire)
 	retired  []*instance              // retired or dropped under the lock: unlock raises their events
+	events   []Event                  // emitted under the lock: unlock sends them
 	lost     []InstanceInfo           // instances terminated during Shutdown
 	system   map[SystemTriggerType][]*Registration
 	sched    *scheduler // time triggers; nil until the first is registered
@@ -69,12 +69,12 @@ type Host struct {
 // NewHost returns a host configured by opts, or the first option's error.
 func NewHost(opts ...Option) (*Host, error) {
 	h := &Host{
-		log:     slog.Default(),
 		entries: make(map[string]BackgroundTask),
 		regs:    make(map[uuid.UUID]*Registration),
 		held:    make(map[*Registration]uint64),
 		epoch:   time.Now(),
 	}
+	h.stream.log = slog.Default()
 	for _, o := range opts {
 		if o.apply == nil {
 			continue
@@ -83,6 +83,7 @@ func NewHost(opts ...Option) (*Host, error) {
 			return nil, err
 		}
 	}
+	h.stream.setLog(h.stream.log)
 	if h.saver != nil {
 		if err := h.restore(); err != nil {
 			return nil, err
@@ -123,6 +124,7 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 	}
 	h.regs[r.id] = r
 	r.trigger.attach(r)
+	h.registeredLocked(r)
 	h.unlock()
 	return r, nil
 }
@@ -306,15 +308,15 @@ func (h *Host) running() []*instance {
 	return slices.DeleteFunc(h.instances(), func(i *instance) bool { return i.refs.Load() <= 0 })
 }
 
-// logPanic logs a recovered panic of the program's code: where names it, attrs say for
-// which registration or instance.
-func (h *Host) logPanic(where string, err error, attrs ...any) {
-	attrs = append(attrs, slog.String("panic", err.Error()))
-	var pe *PanicError
-	if errors.As(err, &pe) {
-		attrs = append(attrs, slog.String("stack", string(pe.Stack)))
-	}
-	h.log.Error("bgtask: panic in "+where+" recovered", attrs...)
+// logPanic reports a recovered panic of the program's code (EventPanic): where names it,
+// r and id, when known, the registration and instance it ran for.
+func (h *Host) logPanic(where string, err error, r *Registration, id uuid.UUID) {
+	h.emit(Event{Kind: EventPanic, Task: r, InstanceID: id, Err: err, Where: where})
+}
+
+// problem reports what the host could not do (EventProblem).
+func (h *Host) problem(what string, err error, r *Registration, id uuid.UUID) {
+	h.emit(Event{Kind: EventProblem, Task: r, InstanceID: id, Err: err, Where: what})
 }
 
 // Ensure registers b unless a registration with b's Name and TaskEntryPoint exists, as one

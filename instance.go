@@ -194,7 +194,7 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 	d := i.deferral(true, 1)
 	if d == nil {
 		i.goroutineDone()
-		i.reg.host.log.Warn("bgtask: Go after the instance ended: f not run", i.attrs()...)
+		i.reg.host.problem("Go after the instance ended: f not run", nil, i.reg, i.id)
 		return
 	}
 	go func() {
@@ -205,6 +205,7 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 			i.goroutineDone()
 		}()
 		err = capture(func() error { return f(i.ctx) })
+		i.panicked("a Go func", err)
 	}()
 }
 
@@ -233,6 +234,9 @@ func (i *instance) runTask() (deliverHere bool) {
 	}()
 	err := capture(func() error { return i.reg.task.Run(i.ctx, i) })
 	returned = true
+	if err != nil {
+		i.panicked("Run", err)
+	}
 	return i.runReturned(err, true)
 }
 
@@ -243,6 +247,13 @@ func (i *instance) runReturned(err error, inline bool) (deliverHere bool) {
 	deliverHere = i.release(runRef, inline)
 	i.goroutineDone()
 	return deliverHere
+}
+
+// panicked reports err if it is a recovered panic of the code named where.
+func (i *instance) panicked(where string, err error) {
+	if _, ok := err.(*PanicError); ok {
+		i.reg.host.logPanic(where, err, i.reg, i.id)
+	}
 }
 
 // fail records err as the instance's result unless an error was recorded before.
@@ -288,6 +299,9 @@ func (i *instance) cancel(reason CancellationReason) bool {
 	i.timers = append(i.timers, time.AfterFunc(i.reg.host.policy.grace(), i.terminate))
 	hs := i.onCancel.load()
 	i.mu.Unlock()
+	if h := i.reg.host; h.stream.wants(EventCanceled) {
+		h.emitInstance(EventCanceled, i, &CompletedEventArgs{Reason: reason})
+	}
 	if len(hs) > 0 {
 		i.callCanceled(hs, reason)
 	}
@@ -333,7 +347,14 @@ func (i *instance) terminate() {
 	if i.sites != nil { // the list was read after the count: deferrals completed meanwhile
 		te.Deferrals = len(te.Outstanding)
 	}
-	i.reg.host.log.Warn("bgtask: instance terminated", append(i.attrs(), slog.String("err", te.Error()))...)
+	if h := i.reg.host; h.stream.wants(EventTerminated) {
+		res := &CompletedEventArgs{InstanceID: i.id, Err: te, Progress: i.progress.Load(),
+			Started: i.startedAt(), Finished: time.Now()}
+		if te.Canceled != nil {
+			res.Canceled, res.Reason = true, te.Canceled.Reason
+		}
+		h.emitInstance(EventTerminated, i, res)
+	}
 	if i.end(te, true) {
 		defer i.reg.host.lib.end(&i.job) // deferred: a handler may call runtime.Goexit
 		i.reg.drain(&i.job, nil)

@@ -2,7 +2,6 @@ package bgtask
 
 import (
 	"cmp"
-	"log/slog"
 	"math"
 	"runtime"
 	"runtime/metrics"
@@ -86,30 +85,29 @@ func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64
 			collect()
 			isOver, heap, limit = over()
 		}
-		attrs := []any{slog.Uint64("heap", heap), slog.Uint64("limit", limit)}
 		switch {
 		case isOver && !pressed:
 			pressed, since = true, time.Now()
 			if h.suspend(pauseMemory) {
-				h.log.Warn("bgtask: memory pressure: host suspended", attrs...)
+				h.emit(Event{Kind: EventSuspended, ByMemory: true, Heap: heap, Limit: limit})
 			}
 		case isOver && time.Since(since) >= cmp.Or(p.MemoryPressurePeriod, defaultMemoryPressurePeriod):
-			h.revokeNewest(attrs)
+			h.revokeNewest(heap, limit)
 		case !isOver && pressed:
 			pressed = false
 			if h.resume(pauseMemory) {
-				h.log.Info("bgtask: memory pressure over: host resumed", attrs...)
+				h.emit(Event{Kind: EventResumed, ByMemory: true, Heap: heap, Limit: limit})
 			}
 		}
 	}
 }
 
-// revokeNewest cancels the most recently started instance not yet canceled, and logs it.
-func (h *Host) revokeNewest(attrs []any) {
+// revokeNewest cancels the most recently started instance not yet canceled, and reports it.
+func (h *Host) revokeNewest(heap, limit uint64) {
 	running := h.running()
 	for k := len(running) - 1; k >= 0; k-- {
 		if i := running[k]; i.cancel(ResourceRevocation) {
-			h.log.Warn("bgtask: memory pressure: instance revoked", append(i.attrs(), attrs...)...)
+			h.emit(Event{Kind: EventRevoked, Task: i.reg, InstanceID: i.id, Reason: ResourceRevocation, Heap: heap, Limit: limit})
 			return
 		}
 	}

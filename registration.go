@@ -44,6 +44,7 @@ type Registration struct {
 	running          *instance  // the live instance, if any
 	held             bool       // a fire is held (see dispatch.go)
 	waitingSlot      bool       // in Host.slots
+	heldBy           HeldBy     // what holds the held fire, as last reported
 	unregistered     bool
 	unregisterCalled bool // by the program; a OneShot registration unregisters itself too
 	quiet            bool // its trigger's and conditions' watches are stopped
@@ -125,7 +126,7 @@ func (r *Registration) Unregister(cancelTask bool) {
 	}
 	if recorded {
 		if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
-			h.log.Error("bgtask: deleting the record failed; retrying", append(r.attrs(), slog.String("err", err.Error()))...)
+			h.emit(Event{Kind: EventStoreError, Task: r, Err: err})
 			h.saver.deleteLater(r.id)
 		}
 	}

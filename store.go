@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -165,7 +164,7 @@ func (s *saver) armLocked() {
 		s.timer, s.timerJ = nil, nil
 		s.mu.Unlock()
 		if err := s.flush(context.Background()); err != nil {
-			s.host.log.Error("bgtask: store write failed; retrying", slog.String("err", err.Error()))
+			s.host.emit(Event{Kind: EventStoreError, Err: err})
 			s.mu.Lock()
 			s.armLocked()
 			s.mu.Unlock()
@@ -275,6 +274,7 @@ func (h *Host) restore() error {
 		h.lock()
 		h.regs[r.id] = r
 		r.trigger.attach(r)
+		h.registeredLocked(r)
 		h.unlock()
 	}
 	return nil
@@ -286,6 +286,6 @@ type unbound string
 
 func (u unbound) Run(_ context.Context, inst BackgroundTaskInstance) error {
 	err := errorf(ErrUnknownEntryPoint, "registration "+strconv.Quote(inst.Task().Name()), strconv.Quote(string(u)))
-	inst.Task().host.log.Error("bgtask: restored registration without its task", append(inst.Task().attrs(), slog.String("err", err.Error()))...)
+	inst.Task().host.problem("restored registration without its task", err, inst.Task(), inst.InstanceID())
 	return err
 }

@@ -26,14 +26,22 @@ const (
 // until Resume; idle detection pauses. The execution-time limit keeps counting. Suspend
 // does not wait for instances to reach a Checkpoint. Suspend while suspended, or after
 // Shutdown, does nothing.
-func (h *Host) Suspend() { h.suspend(pauseProgram) }
+func (h *Host) Suspend() {
+	if h.suspend(pauseProgram) {
+		h.emit(Event{Kind: EventSuspended})
+	}
+}
 
 // Resume ends a suspension begun by Suspend: instances blocked in Checkpoint go on and the
 // held fires start (each registration once, with its latest details, in the order they
 // were held). The host stays suspended while memory pressure lasts (see
 // [Policy].MemoryLimitFraction). Resume does not wait for the instances it lets go on or
 // starts. Resume without Suspend does nothing.
-func (h *Host) Resume() { h.resume(pauseProgram) }
+func (h *Host) Resume() {
+	if h.resume(pauseProgram) {
+		h.emit(Event{Kind: EventResumed})
+	}
+}
 
 // suspend suspends the host for by and reports whether it was not suspended for by.
 func (h *Host) suspend(by uint8) bool {

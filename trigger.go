@@ -1,9 +1,10 @@
 package bgtask
 
 import (
+	"github.com/google/uuid"
+
 	"context"
 	"errors"
-	"log/slog"
 	"maps"
 	"math"
 	"slices"
@@ -368,8 +369,8 @@ func (h *Host) watchEnded(r *Registration, ctx context.Context, err error) {
 	var pe *PanicError
 	switch {
 	case errors.As(err, &pe):
-		h.logPanic(inWatch, err, r.attrs()...)
+		h.logPanic(inWatch, err, r, uuid.Nil)
 	case err != nil && ctx.Err() == nil:
-		h.log.Error("bgtask: custom trigger stopped", append(r.attrs(), slog.String("err", err.Error()))...)
+		h.problem("custom trigger stopped", err, r, uuid.Nil)
 	}
 }

@@ -1,0 +1,434 @@
+package bgtask
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// EventKind says what an [Event] reports.
+type EventKind uint8
+
+const (
+	// EventRegistered: Task was registered (by Register, Ensure, or restored by NewHost).
+	EventRegistered EventKind = iota + 1
+	// EventUnregistered: Task was unregistered.
+	EventUnregistered
+	// EventHeld: a fire of Task was accepted but cannot start yet; Held says why. It is
+	// reported again when what holds it changes, and the fire then starts (EventLaunched)
+	// or is dropped (EventCompleted with a zero Result.Started).
+	EventHeld
+	// EventLaunched: instance InstanceID of Task started; Run is about to be called.
+	EventLaunched
+	// EventCanceled: instance InstanceID was canceled with Reason.
+	EventCanceled
+	// EventCompleted: the instance finished, or a held fire was dropped; Result is its
+	// Completed event's argument. Every accepted fire ends in exactly one.
+	EventCompleted
+	// EventTerminated: the instance's grace period passed; Result.Err is the
+	// [*TerminatedError], saying what was left. EventCompleted follows.
+	EventTerminated
+	// EventSuspended: the host was suspended, by [Host.Suspend] or, when ByMemory, by
+	// memory pressure (Heap and Limit are the reading).
+	EventSuspended
+	// EventResumed: the suspension by [Host.Resume] or, when ByMemory, by memory pressure
+	// ended. The host stays suspended while the other lasts.
+	EventResumed
+	// EventRevoked: memory pressure canceled instance InstanceID (EventCanceled, with
+	// ResourceRevocation, comes before it).
+	EventRevoked
+	// EventPanic: a panic in the program's code was recovered: Err is the [*PanicError],
+	// Where names the code. A panic in Run or in a Go func is also the instance's result.
+	EventPanic
+	// EventStoreError: a write to the [Store] failed; Err says why. Background writes are
+	// retried.
+	EventStoreError
+	// EventProblem: something the host could not do, other than the above: Where says
+	// what, Err why when there is an error.
+	EventProblem
+
+	eventDropped // for the log's interest only: an EventCompleted of a dropped fire
+)
+
+var eventKindNames = [...]string{
+	EventRegistered: "Registered", EventUnregistered: "Unregistered", EventHeld: "Held",
+	EventLaunched: "Launched", EventCanceled: "Canceled", EventCompleted: "Completed",
+	EventTerminated: "Terminated", EventSuspended: "Suspended", EventResumed: "Resumed",
+	EventRevoked: "Revoked", EventPanic: "Panic", EventStoreError: "StoreError",
+	EventProblem: "Problem",
+}
+
+func (k EventKind) String() string {
+	if k > 0 && int(k) < len(eventKindNames) && eventKindNames[k] != "" {
+		return eventKindNames[k]
+	}
+	return "EventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// HeldBy says what holds a fire that was accepted (see [EventHeld]).
+type HeldBy uint8
+
+const (
+	HeldByRunning     HeldBy = iota + 1 // the registration's instance is running
+	HeldBySuspension                    // the host is suspended
+	HeldByConditions                    // a condition does not hold
+	HeldByConcurrency                   // [Policy].MaxConcurrent instances are running
+)
+
+func (b HeldBy) String() string {
+	switch b {
+	case HeldByRunning:
+		return "running"
+	case HeldBySuspension:
+		return "suspended"
+	case HeldByConditions:
+		return "conditions"
+	case HeldByConcurrency:
+		return "concurrency"
+	}
+	return "HeldBy(" + strconv.Itoa(int(b)) + ")"
+}
+
+// Event is one thing that happened in a host, as [Host.Subscribe] delivers it. Which
+// fields are set depends on Kind (see each kind).
+type Event struct {
+	Kind       EventKind
+	Time       time.Time
+	Task       *Registration // nil for the host's own events
+	InstanceID uuid.UUID
+	Reason     CancellationReason // EventCanceled, EventRevoked
+	Held       HeldBy             // EventHeld
+	Result     CompletedEventArgs // EventCompleted, EventTerminated
+	Err        error              // EventPanic, EventStoreError, EventProblem
+	Where      string             // EventPanic, EventProblem
+	ByMemory   bool               // EventSuspended, EventResumed
+	Heap       uint64             // EventSuspended and EventResumed when ByMemory, EventRevoked
+	Limit      uint64             // likewise: the memory limit
+	// Missed counts the events this subscriber missed just before this one, because
+	// it fell more than maxQueued events behind.
+	Missed uint64
+}
+
+// maxQueued is how many events a subscriber may fall behind before events are dropped
+// for it (and counted in Event.Missed): a subscriber that stops must not grow the heap
+// without bound.
+const maxQueued = 1 << 16
+
+// Subscribe calls f with every event of the given kinds, or of every kind when none is
+// given, and returns a func that stops it. It is the host's one event stream: its log
+// (see [WithLogger]) and package bgtaskhttp read it too.
+//
+// f is called on a goroutine of the library, one event at a time, in the order the events
+// happened. It never blocks a task or the host: f may block, which delays only its own
+// events. They queue meanwhile, up to 65,536; beyond that they are dropped, and the next
+// event delivered says how many in Missed. A panic in f is recovered and logged. stop
+// drops the events not yet delivered and does not wait for a call under way; Shutdown
+// waits for the events queued before it returns. With no subscriber, and a log that
+// records only problems, an event costs one atomic load where it happens.
+func (h *Host) Subscribe(f func(Event), kinds ...EventKind) (stop func()) {
+	if f == nil {
+		return func() {}
+	}
+	s := &sink{host: h, f: f, mask: maskOf(kinds)}
+	h.stream.add(s)
+	return func() { h.stream.remove(s) }
+}
+
+func maskOf(kinds []EventKind) uint32 {
+	if len(kinds) == 0 {
+		return allEvents
+	}
+	var m uint32
+	for _, k := range kinds {
+		m |= 1 << k
+		if k == EventCompleted {
+			m |= 1 << eventDropped
+		}
+	}
+	return m
+}
+
+const allEvents = 1<<(eventDropped+1) - 2
+
+// stream is the host's event stream: its subscribers and the log.
+type stream struct {
+	mask    atomic.Uint32 // the kinds anyone wants: the log's and every sink's
+	logMask uint32        // set by NewHost
+	log     *slog.Logger
+	mu      sync.Mutex
+	sinks   atomic.Pointer[[]*sink]
+}
+
+func (s *stream) wants(k EventKind) bool { return s.mask.Load()&(1<<k) != 0 }
+
+func (s *stream) add(k *sink) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := append(s.load()[:len(s.load()):len(s.load())], k)
+	s.sinks.Store(&list)
+	s.mask.Store(s.mask.Load() | k.mask)
+}
+
+func (s *stream) remove(k *sink) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var list []*sink
+	mask := s.logMask
+	for _, x := range s.load() {
+		if x != k {
+			list = append(list, x)
+			mask |= x.mask
+		}
+	}
+	k.stopped.Store(true)
+	s.sinks.Store(&list)
+	s.mask.Store(mask)
+}
+
+func (s *stream) load() []*sink {
+	if p := s.sinks.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// emit sends e to the log and to every subscriber that wants it. It must be called with
+// no lock of the library held, as the log's handler is the program's code; under the
+// host's lock, use emitLocked.
+func (h *Host) emit(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	k := e.Kind
+	if e.Kind == EventCompleted && e.Result.Started.IsZero() {
+		k = eventDropped
+	}
+	if h.stream.logMask&(1<<e.Kind|1<<k) != 0 {
+		h.logEvent(&e)
+	}
+	for _, s := range h.stream.load() {
+		if s.mask&(1<<e.Kind|1<<k) != 0 {
+			s.queue(e)
+		}
+	}
+}
+
+// emitInstance emits an event of instance i: res is its result, or for EventCanceled
+// holds the reason. It keeps the Event out of the frames of the hot paths that call it,
+// whose goroutines may go on to call the program's handlers (see raise).
+//
+//go:noinline
+func (h *Host) emitInstance(k EventKind, i *instance, res *CompletedEventArgs) {
+	e := Event{Kind: k, Task: i.reg, InstanceID: i.id}
+	if res != nil {
+		e.Reason = res.Reason
+		if k != EventCanceled {
+			e.Result = *res
+		}
+	}
+	h.emit(e)
+}
+
+// emitAll emits the events emitted under the lock; kept out of unlock's frame, as
+// emitInstance is.
+//
+//go:noinline
+func (h *Host) emitAll(events []Event) {
+	for k := range events {
+		h.emit(events[k])
+	}
+}
+
+// emitLocked queues e, with the host's lock held, for unlock to emit.
+func (h *Host) emitLocked(e Event) {
+	e.Time = time.Now()
+	h.events = append(h.events, e)
+}
+
+// sink is one subscriber: its queue, drained by one goroutine of the library at a time,
+// which exits when the queue is empty, so that an idle subscriber costs no goroutine.
+type sink struct {
+	host     *Host
+	f        func(Event)
+	mask     uint32
+	stopped  atomic.Bool
+	mu       sync.Mutex
+	items    []Event
+	missed   uint64
+	draining bool
+}
+
+func (s *sink) queue(e Event) {
+	s.mu.Lock()
+	if len(s.items) >= maxQueued {
+		s.missed++
+		s.mu.Unlock()
+		return
+	}
+	e.Missed, s.missed = s.missed, 0
+	s.items = append(s.items, e)
+	start := !s.draining
+	s.draining = true
+	s.mu.Unlock()
+	if start {
+		s.host.lib.Go(nil, s.drain)
+	}
+}
+
+var inSubscriber = "Subscribe func"
+
+// drain delivers the queued events until the queue is empty. If f calls
+// runtime.Goexit, the deferred call hands the rest to a new goroutine.
+func (s *sink) drain(j *job) {
+	var batch []Event
+	k := 0
+	defer func() {
+		if k < len(batch) { // runtime.Goexit in f: go on elsewhere
+			s.requeue(batch[k+1:])
+		}
+	}()
+	for {
+		if batch = s.next(); batch == nil {
+			return
+		}
+		for k = 0; k < len(batch); k++ {
+			if s.stopped.Load() {
+				break
+			}
+			e := &batch[k]
+			if err := callUser(j, &inSubscriber, func() { s.f(*e) }); err != nil {
+				// To the log only: a subscriber that panics at each event must not feed itself.
+				if s.host.stream.logMask&(1<<EventPanic) != 0 {
+					s.host.logEvent(&Event{Kind: EventPanic, Time: time.Now(), Err: err, Where: inSubscriber})
+				}
+			}
+		}
+		k = len(batch)
+	}
+}
+
+// next returns the queued events, or nil when there are none, and then the caller
+// stops draining.
+func (s *sink) next() []Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.items) == 0 || s.stopped.Load() {
+		s.items, s.draining = nil, false
+		return nil
+	}
+	batch := s.items
+	s.items = nil
+	return batch
+}
+
+// requeue puts back events not delivered, first, and starts a goroutine to deliver them.
+func (s *sink) requeue(rest []Event) {
+	s.mu.Lock()
+	s.items = append(rest, s.items...)
+	s.mu.Unlock()
+	s.host.lib.Go(nil, s.drain)
+}
+
+// The log reads the stream too: lifecycle events at Debug, problems at Warn or Error.
+// Which kinds it wants is decided once, by NewHost, from the levels its handler enables,
+// so that a log that records only problems costs nothing on the hot paths.
+
+var problemEvents = maskOf([]EventKind{EventTerminated, EventSuspended, EventResumed,
+	EventRevoked, EventPanic, EventStoreError, EventProblem}) | 1<<eventDropped
+
+// setLog sets the log and what it wants from the stream.
+func (s *stream) setLog(l *slog.Logger) {
+	s.log = l
+	switch ctx := context.Background(); {
+	case l.Enabled(ctx, slog.LevelDebug):
+		s.logMask = allEvents
+	case l.Enabled(ctx, slog.LevelWarn):
+		s.logMask = problemEvents
+	default:
+		s.logMask = 0
+	}
+	s.mask.Store(s.logMask)
+}
+
+// logEvent writes e to the log.
+func (h *Host) logEvent(e *Event) {
+	level, msg := slog.LevelDebug, ""
+	var attrs []any
+	if e.Task != nil {
+		attrs = append(attrs, slog.String("task", e.Task.name))
+	}
+	if e.InstanceID != uuid.Nil {
+		attrs = append(attrs, slog.String("instance", e.InstanceID.String()))
+	}
+	switch e.Kind {
+	case EventRegistered:
+		msg = "registered"
+	case EventUnregistered:
+		msg = "unregistered"
+	case EventHeld:
+		msg = "fire held"
+		attrs = append(attrs, slog.String("by", e.Held.String()))
+	case EventLaunched:
+		msg = "instance launched"
+	case EventCanceled:
+		msg = "instance canceled"
+		attrs = append(attrs, slog.String("reason", e.Reason.String()))
+	case EventCompleted:
+		msg = "instance completed"
+		if e.Result.Started.IsZero() {
+			level, msg = slog.LevelWarn, "fire dropped"
+		}
+		attrs = append(attrs, slog.Bool("canceled", e.Result.Canceled))
+		if e.Result.Canceled {
+			attrs = append(attrs, slog.String("reason", e.Result.Reason.String()))
+		}
+		if !e.Result.Started.IsZero() {
+			attrs = append(attrs, slog.Duration("duration", e.Result.Finished.Sub(e.Result.Started)))
+		}
+	case EventTerminated:
+		level, msg = slog.LevelWarn, "instance terminated"
+	case EventSuspended:
+		msg = "host suspended"
+		if e.ByMemory {
+			level, msg = slog.LevelWarn, "memory pressure: host suspended"
+		}
+	case EventResumed:
+		msg = "host resumed"
+		if e.ByMemory {
+			level, msg = slog.LevelInfo, "memory pressure over: host resumed"
+		}
+	case EventRevoked:
+		level, msg = slog.LevelWarn, "memory pressure: instance revoked"
+	case EventPanic:
+		level, msg = slog.LevelError, "panic in "+e.Where+" recovered"
+	case EventStoreError:
+		level, msg = slog.LevelError, "store write failed; retrying"
+	case EventProblem:
+		level, msg = slog.LevelWarn, e.Where
+	}
+	if e.ByMemory || e.Kind == EventRevoked {
+		attrs = append(attrs, slog.Uint64("heap", e.Heap), slog.Uint64("limit", e.Limit))
+	}
+	attrs = append(attrs, errAttrs(e)...)
+	h.stream.log.Log(context.Background(), level, "bgtask: "+msg, attrs...)
+}
+
+// errAttrs are the attributes of e's error: Err, or the result's.
+func errAttrs(e *Event) []any {
+	err := e.Err
+	if e.Kind == EventCompleted || e.Kind == EventTerminated {
+		err = e.Result.Err
+	}
+	if err == nil {
+		return nil
+	}
+	if pe, ok := err.(*PanicError); ok && e.Kind == EventPanic {
+		return []any{slog.String("panic", pe.Error()), slog.String("stack", string(pe.Stack))}
+	}
+	return []any{slog.String("err", err.Error())}
+}

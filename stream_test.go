@@ -1,0 +1,344 @@
+package bgtask_test
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bgtask-go/bgtask"
+)
+
+// eventLog keeps the events a subscriber received.
+type eventLog struct {
+	mu     sync.Mutex
+	events []bgtask.Event
+}
+
+func (r *eventLog) add(e bgtask.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+// kinds returns the kinds received, in order; for the events of one instance when id is
+// not uuid.Nil.
+func (r *eventLog) kinds(id uuid.UUID) []bgtask.EventKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ks []bgtask.EventKind
+	for _, e := range r.events {
+		if id == uuid.Nil || e.InstanceID == id {
+			ks = append(ks, e.Kind)
+		}
+	}
+	return ks
+}
+
+func (r *eventLog) last(k bgtask.EventKind) (bgtask.Event, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for j := len(r.events) - 1; j >= 0; j-- {
+		if r.events[j].Kind == k {
+			return r.events[j], true
+		}
+	}
+	return bgtask.Event{}, false
+}
+
+func TestEventsOfOneInstanceInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil))
+		var rec eventLog
+		h.Subscribe(rec.add)
+		trig := bgtask.NewApplicationTrigger()
+		reg, err := h.Register(bgtask.Builder{Name: "x", Trigger: trig, Task: bgtask.TaskFunc(
+			func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+				<-ctx.Done()
+				return ctx.Err()
+			})})
+		require.NoError(t, err)
+		_, err = trig.Request(t.Context(), nil)
+		require.NoError(t, err)
+		synctest.Wait()
+		id := h.Instances()[0].InstanceID
+		require.True(t, h.CancelInstance(id, bgtask.IdleTask))
+		reg.Unregister(false)
+		require.NoError(t, h.Shutdown(t.Context()))
+
+		assert.Equal(t, []bgtask.EventKind{bgtask.EventRegistered, bgtask.EventLaunched,
+			bgtask.EventCanceled, bgtask.EventUnregistered, bgtask.EventCompleted}, rec.kinds(uuid.Nil))
+		c, ok := rec.last(bgtask.EventCompleted)
+		require.True(t, ok)
+		assert.Equal(t, reg, c.Task)
+		assert.Equal(t, id, c.InstanceID)
+		assert.True(t, c.Result.Canceled)
+		assert.Equal(t, bgtask.IdleTask, c.Result.Reason)
+		assert.Equal(t, bgtask.IdleTask, c.Reason)
+		assert.False(t, c.Time.IsZero())
+	})
+}
+
+func TestEventsSayWhatHoldsAFire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil), bgtask.WithPolicy(bgtask.Policy{MaxConcurrent: 1}))
+		var rec eventLog
+		h.Subscribe(rec.add, bgtask.EventHeld, bgtask.EventCompleted)
+		cond := bgtask.NewCondition(false)
+		release := make(chan struct{})
+		block := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { <-release; return nil })
+		a, b := bgtask.SystemTriggerUserPresent, bgtask.SystemTriggerInternetAvailable
+		_, err := h.Register(bgtask.Builder{Name: "a", Trigger: &bgtask.SystemTrigger{Type: a}, Task: block})
+		require.NoError(t, err)
+		_, err = h.Register(bgtask.Builder{Name: "b", Trigger: &bgtask.SystemTrigger{Type: b}, Task: block, Conditions: []bgtask.Condition{cond}})
+		require.NoError(t, err)
+
+		h.Signal(a)
+		synctest.Wait()
+		h.Signal(a) // a runs
+		h.Signal(b) // the condition does not hold
+		synctest.Wait()
+		cond.Set(true) // now the slot is taken
+		synctest.Wait()
+		close(release)
+		synctest.Wait()
+		require.NoError(t, h.Shutdown(t.Context()))
+
+		var held []string
+		rec.mu.Lock()
+		for _, e := range rec.events {
+			if e.Kind == bgtask.EventHeld {
+				held = append(held, e.Task.Name()+" "+e.Held.String())
+			}
+		}
+		rec.mu.Unlock()
+		assert.Equal(t, []string{"a running", "b conditions", "b concurrency", "a concurrency"}, held,
+			"when a ends, b takes the slot, oldest first, and a's next fire waits for it")
+	})
+}
+
+func TestEventsOfADroppedFire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := new(syncBuffer)
+		h := newHost(t, bgtask.WithLogger(slogTo(log)))
+		var rec eventLog
+		h.Subscribe(rec.add, bgtask.EventCompleted)
+		reg, err := h.Register(bgtask.Builder{Name: "x", Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerUserPresent},
+			Task: nopTask, Conditions: []bgtask.Condition{bgtask.NewCondition(false)}})
+		require.NoError(t, err)
+		h.Signal(bgtask.SystemTriggerUserPresent)
+		reg.Unregister(false)
+		require.NoError(t, h.Shutdown(t.Context()))
+		c, ok := rec.last(bgtask.EventCompleted)
+		require.True(t, ok)
+		assert.True(t, c.Result.Started.IsZero())
+		assert.Equal(t, bgtask.Abort, c.Result.Reason)
+		assert.Contains(t, log.String(), "fire dropped", "a dropped fire is a problem: logged at Warn")
+	})
+}
+
+func TestEventsOfATermination(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil), bgtask.WithDeferralSites(true),
+			bgtask.WithPolicy(bgtask.Policy{GracePeriod: time.Second}))
+		var rec eventLog
+		h.Subscribe(rec.add, bgtask.EventTerminated, bgtask.EventCompleted)
+		trig := bgtask.NewApplicationTrigger()
+		_, err := h.Register(bgtask.Builder{Name: "x", Trigger: trig, Task: bgtask.TaskFunc(
+			func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
+				inst.GetDeferral() // never completed
+				return nil
+			})})
+		require.NoError(t, err)
+		_, err = trig.Request(t.Context(), nil)
+		require.NoError(t, err)
+		synctest.Wait()
+		require.ErrorIs(t, h.Shutdown(t.Context()), bgtask.ErrTerminated)
+		require.Equal(t, []bgtask.EventKind{bgtask.EventTerminated, bgtask.EventCompleted}, rec.kinds(uuid.Nil))
+		e, _ := rec.last(bgtask.EventTerminated)
+		var te *bgtask.TerminatedError
+		require.ErrorAs(t, e.Result.Err, &te)
+		require.Len(t, te.Outstanding, 1)
+		assert.Contains(t, te.Outstanding[0].Site, "stream_test.go:")
+	})
+}
+
+func TestEventsOfSuspensionAndPanics(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil))
+		var rec eventLog
+		h.Subscribe(rec.add, bgtask.EventSuspended, bgtask.EventResumed, bgtask.EventPanic)
+		h.Suspend()
+		h.Suspend() // no change: no event
+		h.Resume()
+		trig := bgtask.NewApplicationTrigger()
+		_, err := h.Register(bgtask.Builder{Name: "x", Trigger: trig, Task: bgtask.TaskFunc(
+			func(context.Context, bgtask.BackgroundTaskInstance) error { panic("boom") })})
+		require.NoError(t, err)
+		_, _, err = trig.RequestAndWait(t.Context(), nil)
+		require.NoError(t, err)
+		require.NoError(t, h.Shutdown(t.Context()))
+		assert.Equal(t, []bgtask.EventKind{bgtask.EventSuspended, bgtask.EventResumed, bgtask.EventPanic}, rec.kinds(uuid.Nil))
+		p, _ := rec.last(bgtask.EventPanic)
+		assert.Equal(t, "Run", p.Where)
+		var pe *bgtask.PanicError
+		assert.ErrorAs(t, p.Err, &pe)
+		assert.NotEqual(t, uuid.Nil, p.InstanceID)
+	})
+}
+
+// A subscriber that blocks delays only its own events: tasks, the host and the other
+// subscribers go on.
+func TestSubscriberNeverBlocksTheHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil))
+		unblock := make(chan struct{})
+		h.Subscribe(func(bgtask.Event) { <-unblock })
+		var rec eventLog
+		h.Subscribe(rec.add, bgtask.EventCompleted)
+		trig := bgtask.NewApplicationTrigger()
+		_, err := h.Register(bgtask.Builder{Name: "x", Trigger: trig, Task: nopTask})
+		require.NoError(t, err)
+		for range 3 {
+			_, res, err := trig.RequestAndWait(t.Context(), nil)
+			require.NoError(t, err)
+			require.Equal(t, bgtask.Allowed, res)
+		}
+		synctest.Wait()
+		assert.Len(t, rec.kinds(uuid.Nil), 3)
+
+		// Shutdown waits for the queued events: a subscriber stuck for good is named.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		err = h.Shutdown(ctx)
+		var se *bgtask.ShutdownError
+		require.ErrorAs(t, err, &se)
+		assert.Contains(t, se.Stuck, "Subscribe func")
+		close(unblock)
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
+
+// A subscriber that falls far behind misses events, and is told how many.
+func TestSubscriberThatFallsBehindIsToldWhatItMissed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil))
+		unblock := make(chan struct{})
+		var rec eventLog
+		first := true
+		h.Subscribe(func(e bgtask.Event) {
+			if first {
+				first = false
+				<-unblock
+			}
+			rec.add(e)
+		})
+		h.Suspend()
+		synctest.Wait() // the subscriber holds the first event
+		h.Resume()
+		for range 1<<15 + 5 { // with the Resume above, 65,547 events: 11 are dropped
+			h.Suspend()
+			h.Resume()
+		}
+		close(unblock)
+		synctest.Wait()
+		h.Suspend() // the next event says what was missed
+		require.NoError(t, h.Shutdown(t.Context()))
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		require.Equal(t, 1+1<<16+1, len(rec.events), "the first event, the queue, the next")
+		assert.Equal(t, uint64(11), rec.events[len(rec.events)-1].Missed)
+		assert.Zero(t, rec.events[len(rec.events)-2].Missed)
+	})
+}
+
+func TestSubscriberPanicIsLoggedAndDeliveryGoesOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := new(syncBuffer)
+		h := newHost(t, bgtask.WithLogger(slogTo(log)))
+		var rec eventLog
+		h.Subscribe(func(e bgtask.Event) {
+			rec.add(e)
+			panic("subscriber exploded")
+		})
+		h.Suspend()
+		h.Resume()
+		require.NoError(t, h.Shutdown(t.Context()))
+		assert.Equal(t, []bgtask.EventKind{bgtask.EventSuspended, bgtask.EventResumed}, rec.kinds(uuid.Nil),
+			"its own panic is not sent back to it")
+		assert.Contains(t, log.String(), "subscriber exploded")
+		assert.Contains(t, log.String(), "panic in Subscribe func recovered")
+	})
+}
+
+func TestSubscriberStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil))
+		var rec eventLog
+		stop := h.Subscribe(rec.add)
+		h.Suspend()
+		synctest.Wait()
+		stop()
+		stop() // twice: nothing more
+		h.Resume()
+		require.NoError(t, h.Shutdown(t.Context()))
+		assert.Equal(t, []bgtask.EventKind{bgtask.EventSuspended}, rec.kinds(uuid.Nil))
+		h.Subscribe(nil)() // a nil f does nothing
+	})
+}
+
+func TestSubscriberRunsGoexit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t, bgtask.WithLogger(nil))
+		var rec eventLog
+		h.Subscribe(func(e bgtask.Event) {
+			rec.add(e)
+			if e.Kind == bgtask.EventSuspended {
+				runtime.Goexit()
+			}
+		})
+		h.Suspend()
+		h.Resume()
+		require.NoError(t, h.Shutdown(t.Context()))
+		assert.Equal(t, []bgtask.EventKind{bgtask.EventSuspended, bgtask.EventResumed}, rec.kinds(uuid.Nil))
+	})
+}
+
+// The log reads the stream: lifecycle at Debug, problems at Warn or Error, each record with
+// the task's name and the instance's id.
+func TestLogLevels(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		t.Run(level.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				log := new(syncBuffer)
+				h := newHost(t, bgtask.WithLogger(slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: level}))))
+				trig := bgtask.NewApplicationTrigger()
+				_, err := h.Register(bgtask.Builder{Name: "job", Trigger: trig, Task: bgtask.TaskFunc(
+					func(context.Context, bgtask.BackgroundTaskInstance) error { panic("boom") })})
+				require.NoError(t, err)
+				out, _, err := trig.RequestAndWait(t.Context(), nil)
+				require.NoError(t, err)
+				require.NoError(t, h.Shutdown(t.Context()))
+				text := log.String()
+				assert.Contains(t, text, "level=ERROR msg=\"bgtask: panic in Run recovered\" task=job instance="+out.InstanceID.String())
+				assert.Equal(t, level == slog.LevelDebug, strings.Contains(text, "instance launched"), text)
+				assert.Equal(t, level == slog.LevelDebug, strings.Contains(text, "msg=\"bgtask: instance completed\" task=job instance="+out.InstanceID.String()), text)
+			})
+		})
+	}
+}
+
+func TestEventKindNames(t *testing.T) {
+	assert.Equal(t, "Completed", bgtask.EventCompleted.String())
+	assert.Equal(t, "EventKind(99)", bgtask.EventKind(99).String())
+	assert.Equal(t, "conditions", bgtask.HeldByConditions.String())
+	assert.Equal(t, "HeldBy(9)", bgtask.HeldBy(9).String())
+}
