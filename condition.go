@@ -37,6 +37,14 @@ type Switch struct {
 	watchers watchSet
 }
 
+// String describes the condition: "Switch", and whether it holds.
+func (s *Switch) String() string {
+	if s.Satisfied(nil) {
+		return "Switch (on)"
+	}
+	return "Switch (off)"
+}
+
 // NewCondition returns a Switch that starts as satisfied says.
 func NewCondition(satisfied bool) *Switch { return &Switch{on: satisfied} }
 
@@ -152,6 +160,9 @@ func (c SystemConditionType) negation() (SystemConditionType, bool) {
 type SystemCondition struct {
 	Type SystemConditionType
 }
+
+// String returns the condition's type, such as "InternetAvailable".
+func (c SystemCondition) String() string { return c.Type.String() }
 
 // Satisfied reports whether the condition holds on h.
 func (c SystemCondition) Satisfied(h *Host) bool {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,6 +84,13 @@ func (r *Registration) Name() string { return r.name }
 
 // Trigger returns the Builder's Trigger.
 func (r *Registration) Trigger() Trigger { return r.trigger }
+
+// Conditions returns the Builder's Conditions (a copy of the slice).
+func (r *Registration) Conditions() []Condition {
+	r.host.lock()
+	defer r.host.unlock()
+	return slices.Clone(r.conditions) // Ensure may replace them
+}
 
 // OnProgress adds a handler for the progress of this registration's instances. Handlers
 // run on a goroutine of the library, one event at a time for the registration, in order

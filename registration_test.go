@@ -3,6 +3,7 @@ package bgtask_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -198,4 +199,23 @@ func TestCompletedEventArgsCheckResult(t *testing.T) {
 	err := errors.New("x")
 	assert.Same(t, err, bgtask.CompletedEventArgs{Err: err}.CheckResult())
 	assert.NoError(t, bgtask.CompletedEventArgs{}.CheckResult())
+}
+
+func TestDescriptions(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	defer func() { require.NoError(t, h.Shutdown(t.Context())) }()
+	cond := bgtask.SystemCondition{Type: bgtask.SystemConditionInternetAvailable}
+	sw := bgtask.NewCondition(true)
+	reg, err := h.Register(bgtask.Builder{Name: "x", Task: nopTask,
+		Trigger: &bgtask.TimeTrigger{FreshnessTime: 15 * time.Minute}, Conditions: []bgtask.Condition{cond, sw}})
+	require.NoError(t, err)
+	assert.Equal(t, "TimeTrigger every 15m0s", fmt.Sprint(reg.Trigger()))
+	assert.Equal(t, []bgtask.Condition{cond, sw}, reg.Conditions())
+	assert.Equal(t, "InternetAvailable", fmt.Sprint(cond))
+	assert.Equal(t, "Switch (on)", fmt.Sprint(sw))
+	sw.Set(false)
+	assert.Equal(t, "Switch (off)", fmt.Sprint(sw))
+	assert.Equal(t, "ApplicationTrigger once", fmt.Sprint(&bgtask.ApplicationTrigger{OneShot: true}))
+	assert.Equal(t, "SystemTrigger InternetAvailable", fmt.Sprint(&bgtask.SystemTrigger{Type: bgtask.SystemTriggerInternetAvailable}))
+	assert.Equal(t, "CustomTrigger", fmt.Sprint(&bgtask.CustomTrigger{}))
 }

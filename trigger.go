@@ -180,6 +180,27 @@ func (t *ApplicationTrigger) fireAll(regs []*Registration, args map[string]any, 
 	return res, accepted
 }
 
+// String describes the trigger: "ApplicationTrigger", and " once" when OneShot.
+func (t *ApplicationTrigger) String() string { return "ApplicationTrigger" + once(t.OneShot) }
+
+// String describes the trigger, such as "TimeTrigger every 15m0s".
+func (t *TimeTrigger) String() string {
+	return "TimeTrigger every " + t.FreshnessTime.String() + once(t.OneShot)
+}
+
+// String describes the trigger, such as "SystemTrigger InternetAvailable".
+func (t *SystemTrigger) String() string { return "SystemTrigger " + t.Type.String() + once(t.OneShot) }
+
+// String describes the trigger: "CustomTrigger", and " once" when OneShot.
+func (t *CustomTrigger) String() string { return "CustomTrigger" + once(t.OneShot) }
+
+func once(oneShot bool) string {
+	if oneShot {
+		return " once"
+	}
+	return ""
+}
+
 func (t *ApplicationTrigger) settings() triggerSettings { return triggerSettings{oneShot: t.OneShot} }
 
 func (t *ApplicationTrigger) attach(r *Registration) {
