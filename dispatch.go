@@ -1,6 +1,7 @@
 package bgtask
 
 import (
+	"github.com/google/uuid"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -135,23 +136,29 @@ func (h *Host) startLocked(r *Registration) {
 	if r.sched.period > 0 {
 		details = r.catchUpLocked(details)
 	}
-	i := newInstance(r, details, h.ids.newID())
-	if h.policy.IdleTimeout > 0 {
-		i.active.Store(h.now()) // set before anyone can check it, at start
-	}
+	i := h.newInstanceLocked(r, details, h.ids.newID())
 	i.waiters = r.waiters
 	r.pending, r.waiters, r.held = nil, nil, false
 	delete(h.held, r)
-	r.running = i
-	h.insts.push(i)
-	h.live.add(1)
-	h.toLaunch = append(h.toLaunch, i)
 	if r.oneShot {
 		h.unregisterLocked(r, Abort)
 		if r.persistent {
 			h.saver.deleteLater(r.id)
 		}
 	}
+}
+
+// newInstanceLocked creates an instance of r, as running; unlock launches it.
+func (h *Host) newInstanceLocked(r *Registration, details any, id uuid.UUID) *instance {
+	i := newInstance(r, details, id)
+	if h.policy.IdleTimeout > 0 {
+		i.active.Store(h.now()) // set before anyone can check it, at start
+	}
+	r.running = i
+	h.insts.push(i)
+	h.live.add(1)
+	h.toLaunch = append(h.toLaunch, i)
+	return i
 }
 
 // startSlotsLocked starts the fires that waited for a MaxConcurrent slot, oldest first, as

@@ -36,14 +36,15 @@ import (
 // value is not usable: hosts come from [NewHost]. A host starts no goroutine of its own
 // until something needs one, and [Host.Shutdown] stops and joins all of them.
 type Host struct {
-	policy  Policy
-	stream  stream // events, to the log and to subscribers
-	entries map[string]BackgroundTask
-	sites   bool      // WithDeferralSites
-	saver   *saver    // WithStore; nil without a store
-	lib     tracker   // the library's goroutines: event delivery, handlers, the scheduler
-	epoch   time.Time // for the monotonic clock of the scheduler and idle detection
-	memory  memoryWatch
+	policy     Policy
+	stream     stream // events, to the log and to subscribers
+	entries    map[string]BackgroundTask
+	sites      bool       // WithDeferralSites
+	saver      *saver     // WithStore; nil without a store
+	dispatcher Dispatcher // WithDispatcher; nil without one
+	lib        tracker    // the library's goroutines: event delivery, handlers, the scheduler
+	epoch      time.Time  // for the monotonic clock of the scheduler and idle detection
+	memory     memoryWatch
 
 	mu       sync.Mutex
 	regs     map[uuid.UUID]*Registration
@@ -108,11 +109,20 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 		return nil, err
 	}
 	r := h.newRegistration(b, task, set)
+	if h.saver != nil && b.TaskEntryPoint != "" {
+		if err := h.fleetIdentity(r); err != nil {
+			return nil, err
+		}
+	}
 	if err := h.store(r, b, set); err != nil {
 		return nil, err
 	}
 	h.watchConditions(r, r.conditions)
 	h.lock()
+	if _, taken := h.regs[r.id]; taken && h.dispatcher != nil { // a Register of the same name came meanwhile
+		h.unlock()
+		return nil, invalidf("Register", "registration %q with entry point %q exists: use Ensure", r.name, r.entryPoint)
+	}
 	if h.closed { // Shutdown came meanwhile
 		r.unregistered = true
 		h.quietLocked(r)

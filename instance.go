@@ -3,7 +3,6 @@ package bgtask
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -398,11 +397,6 @@ func (i *instance) addTimer(d time.Duration, f func()) *time.Timer {
 	t := time.AfterFunc(d, f)
 	i.timers = append(i.timers, t)
 	return t
-}
-
-// attrs are the log attributes naming the instance: its task and its id.
-func (i *instance) attrs() []any {
-	return append(i.reg.attrs(), slog.String("instance", i.id.String()))
 }
 
 // startedAt returns when Run was called, zero before.

@@ -3,7 +3,6 @@ package bgtask
 import (
 	"cmp"
 	"context"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -166,9 +165,6 @@ func (r *Registration) LastResult() (CompletedEventArgs, bool) {
 	}
 	return *r.last, true
 }
-
-// attrs are the log attributes naming the registration.
-func (r *Registration) attrs() []any { return []any{slog.String("task", r.name)} }
 
 // maxExecution is the instance time limit in force: the builder's, else the policy's.
 func (r *Registration) maxExecution() time.Duration {

@@ -22,7 +22,9 @@ type schedState struct {
 type scheduler struct {
 	due  []*Registration // a binary min-heap on sched.next
 	wake chan struct{}   // the earliest fire changed; buffered, never blocks the sender
-	stop chan struct{}   // closed by Shutdown
+	// dispatch are the time fires for the Dispatcher, handed to it once the lock is free.
+	dispatch []timeFire
+	stop     chan struct{} // closed by Shutdown
 }
 
 func newScheduler() *scheduler {
@@ -41,7 +43,12 @@ func (s *scheduler) loop(h *Host) {
 		h.lock()
 		s.fireDueLocked(h, h.now())
 		wait, any := s.untilNextLocked(h)
+		dispatch := s.dispatch
+		s.dispatch = nil
 		h.unlock()
+		if dispatch != nil {
+			h.dispatchTimes(dispatch)
+		}
 		switch {
 		case !any:
 			timer.Stop()
@@ -80,6 +87,10 @@ func (s *scheduler) fireDueLocked(h *Host, now int64) {
 	for n := 0; n < fireBatch && len(s.due) > 0 && s.due[0].sched.next <= now; n++ {
 		r := s.due[0]
 		s.remove(r)
+		if h.dispatched(r) {
+			s.dispatchLocked(h, r)
+			continue
+		}
 		h.fireLocked(r, nil, false, nil) // startLocked reads the slot (catchUpLocked)
 	}
 }

@@ -112,8 +112,8 @@ func (t *ApplicationTrigger) Request(ctx context.Context, args map[string]any) (
 	if err != nil {
 		return UnknownError, err
 	}
-	res, _ := t.fireAll(regs, args, nil)
-	return res, nil
+	res, _, err := t.fireAll(ctx, regs, args, nil)
+	return res, err
 }
 
 // RequestAndWait fires like Request and, when the fire is accepted, waits for its outcome:
@@ -132,7 +132,10 @@ func (t *ApplicationTrigger) RequestAndWait(ctx context.Context, args map[string
 		return CompletedEventArgs{}, UnknownError, err
 	}
 	outcomes := make(chan CompletedEventArgs, len(regs))
-	res, accepted := t.fireAll(regs, args, outcomes)
+	res, accepted, err := t.fireAll(ctx, regs, args, outcomes)
+	if err != nil {
+		return CompletedEventArgs{}, res, err
+	}
 	var out CompletedEventArgs
 	for k := range accepted {
 		select {
@@ -166,18 +169,27 @@ func (t *ApplicationTrigger) registrations(ctx context.Context) ([]*Registration
 	return t.regs, nil
 }
 
-// fireAll fires regs and returns the best result and how many accepted.
-func (t *ApplicationTrigger) fireAll(regs []*Registration, args map[string]any, outcomes chan<- CompletedEventArgs) (ApplicationTriggerResult, int) {
+// fireAll fires regs and returns the best result and how many accepted. The fires of
+// registrations that a Dispatcher takes go to it; its error stops the loop.
+func (t *ApplicationTrigger) fireAll(ctx context.Context, regs []*Registration, args map[string]any, outcomes chan<- CompletedEventArgs) (ApplicationTriggerResult, int, error) {
 	res, accepted := DisabledByPolicy, 0
 	for _, r := range regs {
-		// The results are ordered from best to worst, so the best answer is the least.
-		got := r.host.fire(r, &ApplicationTriggerDetails{Arguments: maps.Clone(args)}, true, outcomes)
+		details := &ApplicationTriggerDetails{Arguments: maps.Clone(args)}
+		var got ApplicationTriggerResult
+		if h := r.host; h.dispatched(r) {
+			var err error
+			if got, err = h.dispatch(ctx, r, details, outcomes); err != nil {
+				return UnknownError, accepted, err
+			}
+		} else {
+			got = h.fire(r, details, true, outcomes)
+		}
 		if got == Allowed {
 			accepted++
 		}
-		res = min(res, got)
+		res = min(res, got) // the results are ordered from best to worst
 	}
-	return res, accepted
+	return res, accepted, nil
 }
 
 // String describes the trigger: "ApplicationTrigger", and " once" when OneShot.

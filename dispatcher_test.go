@@ -1,0 +1,301 @@
+package bgtask_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bgtask-go/bgtask"
+)
+
+// queue is a Dispatcher that keeps the fires it takes, as a fleet's queue would, and
+// answers CurrentlyRunning to a fire of a registration already queued.
+type queue struct {
+	mu     sync.Mutex
+	fires  []queued
+	answer bgtask.CompletedEventArgs // returned when asked to wait
+	err    error
+}
+
+type queued struct {
+	r       *bgtask.Registration
+	details any
+}
+
+func (q *queue) Dispatch(_ context.Context, r *bgtask.Registration, details any, wait bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return bgtask.CompletedEventArgs{}, bgtask.UnknownError, q.err
+	}
+	if _, ok := details.(*bgtask.ApplicationTriggerDetails); ok {
+		for _, f := range q.fires {
+			if f.r.TaskID() == r.TaskID() {
+				return bgtask.CompletedEventArgs{}, bgtask.CurrentlyRunning, nil
+			}
+		}
+	}
+	q.fires = append(q.fires, queued{r, details})
+	if wait {
+		return q.answer, bgtask.Allowed, nil
+	}
+	return bgtask.CompletedEventArgs{}, bgtask.Allowed, nil
+}
+
+func (q *queue) taken() []queued {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]queued(nil), q.fires...)
+}
+
+// dispatchingHost is a host with a store and a dispatcher, and the entry point "job" bound to
+// task.
+func dispatchingHost(t *testing.T, s bgtask.Store, d bgtask.Dispatcher, task bgtask.TaskFunc, opts ...bgtask.Option) *bgtask.Host {
+	t.Helper()
+	return newHost(t, append([]bgtask.Option{bgtask.WithLogger(nil), bgtask.WithStore(s), bgtask.WithDispatcher(d),
+		bgtask.WithEntryPoint("job", task)}, opts...)...)
+}
+
+func TestDispatcherTakesRequests(t *testing.T) {
+	ran := make(chan struct{}, 1)
+	q := &queue{}
+	h := dispatchingHost(t, newMemStore(), q, func(context.Context, bgtask.BackgroundTaskInstance) error { ran <- struct{}{}; return nil })
+	trig := bgtask.NewApplicationTrigger()
+	reg, err := h.Register(bgtask.Builder{Name: "x", TaskEntryPoint: "job", Trigger: trig})
+	require.NoError(t, err)
+
+	res, err := trig.Request(t.Context(), map[string]any{"k": "v"})
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.Allowed, res)
+	res, err = trig.Request(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.CurrentlyRunning, res, "the dispatcher's answer")
+	fires := q.taken()
+	require.Len(t, fires, 1)
+	assert.Equal(t, reg, fires[0].r)
+	assert.Equal(t, map[string]any{"k": "v"}, fires[0].details.(*bgtask.ApplicationTriggerDetails).Arguments)
+	assert.Empty(t, h.Instances(), "nothing runs here until RunInstance")
+
+	q.answer = bgtask.CompletedEventArgs{Progress: 7}
+	q.fires = nil
+	out, res, err := trig.RequestAndWait(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.Allowed, res)
+	assert.Equal(t, uint32(7), out.Progress, "RequestAndWait returns what the dispatcher waited for")
+
+	q.err = errors.New("queue down")
+	res, err = trig.Request(t.Context(), nil)
+	assert.ErrorIs(t, err, q.err)
+	assert.Equal(t, bgtask.UnknownError, res)
+
+	require.NoError(t, h.Shutdown(t.Context()))
+	res, err = trig.Request(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.DisabledByPolicy, res, "a host shut down takes no fire")
+	assert.Empty(t, ran)
+}
+
+// Registrations with only a Task, and other triggers, still run here.
+func TestDispatcherLeavesOtherRegistrationsAlone(t *testing.T) {
+	q := &queue{}
+	h := dispatchingHost(t, newMemStore(), q, func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+	trig := bgtask.NewApplicationTrigger()
+	_, err := h.Register(bgtask.Builder{Name: "local", Task: nopTask, Trigger: trig})
+	require.NoError(t, err)
+	_, err = h.Register(bgtask.Builder{Name: "system", TaskEntryPoint: "job", Trigger: &bgtask.SystemTrigger{Type: bgtask.SystemTriggerUserPresent}})
+	require.NoError(t, err)
+	out, res, err := trig.RequestAndWait(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.Allowed, res)
+	assert.NoError(t, out.Err)
+	assert.False(t, out.Started.IsZero(), "it ran here")
+	require.NoError(t, h.Shutdown(t.Context()))
+	assert.Empty(t, q.taken())
+}
+
+func TestRunInstanceRunsUnderTheHostsRules(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := dispatchingHost(t, newMemStore(), &queue{}, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+			inst.SetProgress(40)
+			<-ctx.Done()
+			return context.Cause(ctx)
+		}, bgtask.WithPolicy(bgtask.Policy{MaxExecutionTime: time.Minute}))
+		var rec eventLog
+		h.Subscribe(rec.add, bgtask.EventLaunched, bgtask.EventCompleted)
+		reg, err := h.Register(bgtask.Builder{Name: "x", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger()})
+		require.NoError(t, err)
+		completed := make(chan bgtask.CompletedEventArgs, 1)
+		reg.OnCompleted(func(e bgtask.CompletedEventArgs) { completed <- e })
+
+		id := uuid.New()
+		details := &bgtask.ApplicationTriggerDetails{Arguments: map[string]any{"a": 1}}
+		start := time.Now()
+		out, err := h.RunInstance(t.Context(), reg, id, details)
+		require.NoError(t, err)
+		assert.Equal(t, id, out.InstanceID)
+		assert.Equal(t, bgtask.ExecutionTimeExceeded, out.Reason, "the policy's time limit")
+		assert.Equal(t, time.Minute, time.Since(start))
+		assert.Equal(t, uint32(40), out.Progress)
+		assert.Equal(t, out, <-completed, "the Completed handlers run as for any instance")
+		last, ok := reg.LastResult()
+		assert.True(t, ok)
+		assert.Equal(t, id, last.InstanceID)
+		require.NoError(t, h.Shutdown(t.Context()))
+		assert.Equal(t, []bgtask.EventKind{bgtask.EventLaunched, bgtask.EventCompleted}, rec.kinds(id))
+	})
+}
+
+func TestRunInstanceTakesTheReasonFromTheContext(t *testing.T) {
+	for _, tc := range []struct {
+		cause error
+		want  bgtask.CancellationReason
+	}{
+		{&bgtask.CanceledError{Reason: bgtask.Terminating}, bgtask.Terminating},
+		{errors.New("elsewhere"), bgtask.Abort},
+		{nil, bgtask.Abort},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			details := make(chan any, 1)
+			h := dispatchingHost(t, newMemStore(), &queue{}, func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
+				details <- inst.TriggerDetails()
+				<-ctx.Done()
+				return nil
+			})
+			reg, err := h.Register(bgtask.Builder{Name: "x", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger()})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancelCause(t.Context())
+			go func() {
+				<-details
+				cancel(tc.cause)
+			}()
+			want := &bgtask.TimeTriggerDetails{ScheduledAt: time.Now()}
+			out, err := h.RunInstance(ctx, reg, uuid.New(), want)
+			require.NoError(t, err)
+			assert.True(t, out.Canceled)
+			assert.Equal(t, tc.want, out.Reason)
+			require.NoError(t, h.Shutdown(t.Context()))
+		})
+	}
+}
+
+func TestRunInstanceRefusesWhatWouldBeHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		cond := bgtask.SystemCondition{Type: bgtask.SystemConditionInternetAvailable}
+		h := dispatchingHost(t, newMemStore(), &queue{}, func(context.Context, bgtask.BackgroundTaskInstance) error { <-release; return nil },
+			bgtask.WithPolicy(bgtask.Policy{MaxConcurrent: 1}))
+		h.SetCondition(cond.Type, true)
+		reg, err := h.Register(bgtask.Builder{Name: "x", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger(), Conditions: []bgtask.Condition{cond}})
+		require.NoError(t, err)
+		other, err := h.Register(bgtask.Builder{Name: "y", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger()})
+		require.NoError(t, err)
+		held := func(r *bgtask.Registration) bgtask.HeldBy {
+			_, err := h.RunInstance(t.Context(), r, uuid.New(), nil)
+			var he *bgtask.HeldError
+			if !errors.As(err, &he) {
+				t.Fatalf("not held: %v", err)
+			}
+			assert.ErrorIs(t, err, bgtask.ErrHeld)
+			return he.By
+		}
+		go func() { _, _ = h.RunInstance(t.Context(), reg, uuid.New(), nil) }()
+		synctest.Wait()
+		assert.Equal(t, bgtask.HeldByRunning, held(reg))
+		assert.Equal(t, bgtask.HeldByConcurrency, held(other))
+		close(release)
+		synctest.Wait()
+		h.SetCondition(cond.Type, false)
+		assert.Equal(t, bgtask.HeldByConditions, held(reg))
+		h.Suspend()
+		assert.Equal(t, bgtask.HeldBySuspension, held(other))
+		assert.Equal(t, "bgtask: held: suspended", (&bgtask.HeldError{By: bgtask.HeldBySuspension}).Error())
+		h.Resume()
+		require.NoError(t, h.Shutdown(t.Context()))
+		_, err = h.RunInstance(t.Context(), other, uuid.New(), nil)
+		assert.ErrorIs(t, err, bgtask.ErrHostClosed)
+	})
+}
+
+func TestRunInstanceRefusesBadInput(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	other := newHost(t, bgtask.WithLogger(nil))
+	reg, err := h.Register(bgtask.Builder{Name: "x", Task: nopTask, Trigger: bgtask.NewApplicationTrigger()})
+	require.NoError(t, err)
+	foreign, err := other.Register(bgtask.Builder{Name: "x", Task: nopTask, Trigger: bgtask.NewApplicationTrigger()})
+	require.NoError(t, err)
+	//lint:ignore SA1012 a nil ctx is what is tested
+	_, err = h.RunInstance(nil, reg, uuid.New(), nil) //nolint:staticcheck
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+	_, err = h.RunInstance(t.Context(), nil, uuid.New(), nil)
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+	_, err = h.RunInstance(t.Context(), foreign, uuid.New(), nil)
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+	_, err = h.RunInstance(t.Context(), reg, uuid.Nil, nil)
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+	reg.Unregister(false)
+	_, err = h.RunInstance(t.Context(), reg, uuid.New(), nil)
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+	out, err := other.RunInstance(t.Context(), foreign, uuid.New(), "details")
+	require.NoError(t, err, "without a dispatcher too")
+	assert.NoError(t, out.Err)
+	require.NoError(t, h.Shutdown(t.Context()))
+	require.NoError(t, other.Shutdown(t.Context()))
+	_, err = bgtask.NewHost(bgtask.WithDispatcher(nil))
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+}
+
+// Two processes over one store Ensure the same Builder: one registration, one TaskID, and
+// a time trigger's times on the same grid, from the Unix epoch, in both.
+func TestDispatchedTimeTriggerIsOneRegistrationInEveryProcess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		time.Sleep(17 * time.Second) // off the minute: the grid must not start at Register
+		s := newMemStore()
+		qa, qb := &queue{}, &queue{}
+		a := dispatchingHost(t, s, qa, nopTask)
+		b := dispatchingHost(t, s, qb, nopTask)
+		builder := bgtask.Builder{Name: "nightly", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}}
+		ra, err := a.Ensure(builder)
+		require.NoError(t, err)
+		time.Sleep(5 * time.Second)
+		rb, err := b.Ensure(builder)
+		require.NoError(t, err)
+		assert.Equal(t, ra.TaskID(), rb.TaskID())
+		again, err := a.Ensure(builder)
+		require.NoError(t, err)
+		assert.Same(t, ra, again)
+		_, err = a.Register(builder)
+		assert.ErrorIs(t, err, bgtask.ErrInvalidArgument, "Register of a name taken")
+
+		time.Sleep(3 * time.Minute)
+		synctest.Wait()
+		times := func(q *queue) []time.Time {
+			var ts []time.Time
+			for _, f := range q.taken() {
+				ts = append(ts, f.details.(*bgtask.TimeTriggerDetails).ScheduledAt.UTC())
+			}
+			return ts
+		}
+		epoch := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // the bubble's clock starts there
+		want := []time.Time{epoch.Add(time.Minute), epoch.Add(2 * time.Minute), epoch.Add(3 * time.Minute)}
+		assert.Equal(t, want, times(qa))
+		assert.Equal(t, want, times(qb), "the same times: the queue keeps one of each")
+		assert.Empty(t, a.Instances())
+		require.NoError(t, a.Shutdown(t.Context()))
+		require.NoError(t, b.Shutdown(t.Context()))
+
+		// Down for 10 minutes: one catch-up fire, for the latest time missed.
+		time.Sleep(10 * time.Minute)
+		qc := &queue{}
+		c := dispatchingHost(t, s, qc, nopTask)
+		synctest.Wait()
+		assert.Equal(t, []time.Time{epoch.Add(13 * time.Minute)}, times(qc))
+		require.NoError(t, c.Shutdown(t.Context()))
+	})
+}
