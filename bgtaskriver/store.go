@@ -1,0 +1,204 @@
+package bgtaskriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/bgtask-go/bgtask"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// tableName is the store's table, in the schema given to NewStore.
+const tableName = "bgtask_registration"
+
+// schemaRE is what River's Config.Schema accepts: NewStore refuses the schemas that a
+// River client would, so that the store and River's tables always share one.
+var schemaRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// Postgres error codes that the store tells apart.
+const (
+	codeUndefinedTable  = "42P01"
+	codeUndefinedColumn = "42703"
+)
+
+var _ bgtask.Store = (*Store)(nil)
+
+// Store is a [bgtask.Store] in the Postgres table bgtask_registration (see the package doc).
+// It is safe for concurrent use, by one host or by the hosts of several processes on the
+// same table. Get one from [NewStore]; the zero Store is not usable (its methods return
+// an error).
+type Store struct {
+	pool  *pgxpool.Pool
+	table string // the table's name for SQL: quoted, in its schema if one was given
+	name  string // the table's name for errors: schema.bgtask_registration
+
+	load, upsert, remove string // the SQL of Load and Apply
+}
+
+// NewStore returns a store in the table bgtask_registration of schema, on pool. Give it the
+// schema of the fleet's River client (River's Config.Schema); an empty schema, like
+// River's default, names the table without one, so that Postgres finds it on the
+// connections' search_path. A nil pool, or a schema that River would refuse, is an error
+// wrapping [bgtask.ErrInvalidArgument].
+//
+// NewStore does not connect: [Store.Migrate] creates the table. The store never closes
+// the pool.
+func NewStore(pool *pgxpool.Pool, schema string) (*Store, error) {
+	switch {
+	case pool == nil:
+		return nil, fmt.Errorf("bgtaskriver: NewStore: nil pool: %w", bgtask.ErrInvalidArgument)
+	case schema != "" && !schemaRE.MatchString(schema):
+		return nil, fmt.Errorf("bgtaskriver: NewStore: schema %q: only letters, digits and underscores, not starting with a digit: %w",
+			schema, bgtask.ErrInvalidArgument)
+	}
+	// Quoted as River quotes its schema, so that both name the same one whatever its case.
+	id, name := pgx.Identifier{tableName}, tableName
+	if schema != "" {
+		id, name = pgx.Identifier{schema, tableName}, schema+"."+tableName
+	}
+	table := id.Sanitize()
+	return &Store{
+		pool:  pool,
+		table: table,
+		name:  name,
+		load:  "SELECT task_id, record FROM " + table,
+		// One statement for all the puts, whatever their number: the records come as two
+		// arrays that unnest pairs up again.
+		upsert: "INSERT INTO " + table + " (task_id, record, updated_at)" +
+			" SELECT id, rec, now() FROM unnest($1::uuid[], $2::bytea[]) AS put(id, rec)" +
+			" ON CONFLICT (task_id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+		remove: "DELETE FROM " + table + " WHERE task_id = ANY($1::uuid[])",
+	}, nil
+}
+
+// errZero is what the methods of the zero Store return.
+var errZero = errors.New("bgtaskriver: Store not made by NewStore")
+
+// Migrate creates the store's table if it does not exist; the schema must exist (River's
+// migrations create theirs). It is idempotent, and safe to call from several processes at
+// once, as every replica of a program may when it starts. It does not change a table that
+// exists: one of another shape makes Load fail with an error matching
+// [bgtask.ErrStoreCorrupt].
+func (s *Store) Migrate(ctx context.Context) error {
+	if s.pool == nil {
+		return errZero
+	}
+	// CREATE TABLE IF NOT EXISTS is not safe against itself: two at once can both find no
+	// table, and the second then fails on a unique index of the catalog. A transaction
+	// lock on the table's name makes them take turns.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "bgtaskriver.migrate "+s.table); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+s.table+" ("+
+			"task_id uuid PRIMARY KEY, "+
+			"record bytea NOT NULL, "+
+			"updated_at timestamptz NOT NULL DEFAULT now())")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("bgtaskriver: creating %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// Load returns every record in the table. A row it cannot read (a NULL record, a column
+// of another type) or a table without the store's columns makes it fail with an error
+// matching [bgtask.ErrStoreCorrupt] that names the table and the problem. Load returns
+// ctx.Err() if ctx is done before it starts, and an error if ctx ends while it reads. It
+// sees the Applies that returned before it started, of every process, and none that
+// started after.
+func (s *Store) Load(ctx context.Context) (map[uuid.UUID][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if s.pool == nil {
+		return nil, errZero
+	}
+	rows, err := s.pool.Query(ctx, s.load)
+	if err != nil {
+		return nil, s.loadError(err)
+	}
+	defer rows.Close()
+	recs := make(map[uuid.UUID][]byte)
+	for rows.Next() {
+		var id uuid.UUID
+		var rec []byte // a copy: pgx does not reuse it
+		if err := rows.Scan(&id, &rec); err != nil {
+			if errors.As(err, new(pgx.ScanArgError)) {
+				return nil, corrupt(s.name, "reading a row: %w", err)
+			}
+			return nil, s.loadError(err)
+		}
+		if rec == nil {
+			return nil, corrupt(s.name, "the record of %s is NULL", id)
+		}
+		recs[id] = rec
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.loadError(err)
+	}
+	return recs, nil
+}
+
+// loadError wraps an error of Load's query: a table without the store's columns is
+// corrupt; a missing table is named as such.
+func (s *Store) loadError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case codeUndefinedColumn:
+			return corrupt(s.name, "not a bgtaskriver table: %w", err)
+		case codeUndefinedTable:
+			return fmt.Errorf("bgtaskriver: loading %s: no such table (Store.Migrate creates it): %w", s.name, err)
+		}
+	}
+	return fmt.Errorf("bgtaskriver: loading %s: %w", s.name, err)
+}
+
+// Apply writes put and deletes del in one transaction, and returns once it has committed:
+// all of them are durable, or none. A TaskID in both put and del is deleted; a nil record
+// is written as an empty one. Apply with nothing to put or delete returns nil without a
+// round trip. It returns ctx.Err() if ctx is done before it starts; if ctx ends while it
+// runs, it returns an error and the transaction may have committed or not (writing the
+// same again is harmless). It reads put and del until it returns; the caller must not
+// change them meanwhile.
+func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.UUID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.pool == nil {
+		return errZero
+	}
+	if len(put) == 0 && len(del) == 0 {
+		return nil
+	}
+	// Both statements go in one batch: pgx sends it in one round trip, and Postgres runs
+	// a batch's statements in one implicit transaction (pgx's Conn.SendBatch): an error in
+	// either rolls both back. The deletes come second, so that they win over the puts.
+	var b pgx.Batch
+	if len(put) > 0 {
+		ids := make([]uuid.UUID, 0, len(put))
+		recs := make([][]byte, 0, len(put))
+		for id, rec := range put {
+			if rec == nil {
+				rec = []byte{} // nil would be a NULL, which the table refuses
+			}
+			ids = append(ids, id)
+			recs = append(recs, rec)
+		}
+		b.Queue(s.upsert, ids, recs)
+	}
+	if len(del) > 0 {
+		b.Queue(s.remove, del)
+	}
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("bgtaskriver: writing %s: %w", s.name, err)
+	}
+	return nil
+}
