@@ -143,7 +143,7 @@ func (h *Host) Register(b Builder) (*Registration, error) {
 func (h *Host) newRegistration(b Builder, task BackgroundTask, set triggerSettings) *Registration {
 	r := &Registration{
 		host:         h,
-		id:           uuid.New(),
+		id:           newTaskID(),
 		name:         b.Name,
 		trigger:      b.Trigger,
 		task:         task,
