@@ -3,6 +3,7 @@ package bgtask
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -169,7 +170,7 @@ func (s *stream) wants(k EventKind) bool { return s.mask.Load()&(1<<k) != 0 }
 func (s *stream) add(k *sink) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	list := append(s.load()[:len(s.load()):len(s.load())], k)
+	list := append(slices.Clone(s.load()), k) // copied: deliveries read the old one unlocked
 	s.sinks.Store(&list)
 	s.mask.Store(s.mask.Load() | k.mask)
 }
