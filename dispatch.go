@@ -277,12 +277,16 @@ func (h *Host) setLastLocked(r *Registration, res *CompletedEventArgs) {
 	}
 }
 
-// countEventsLocked counts the delivery of i's events, if anyone watches: Shutdown waits
-// for it from now on.
+// countEventsLocked counts the delivery of i's events, if anyone watches, and the emission
+// of its EventCompleted, if anyone wants it: Shutdown waits for them from now on.
 func (h *Host) countEventsLocked(i *instance) {
 	r := i.reg
 	if i.events = r.progress.watched() || r.completed.watched(); i.events {
 		h.lib.begin(&i.job)
+	}
+	if h.stream.wants(EventCompleted) || i.result.Load().Started.IsZero() && h.stream.wants(eventDropped) {
+		i.emitting = &job{reg: r}
+		h.lib.begin(i.emitting)
 	}
 }
 
@@ -291,8 +295,9 @@ func (h *Host) countEventsLocked(i *instance) {
 // caller is a goroutine of the library that i ended on (its own, or its grace timer's),
 // which then delivers rather than starting another.
 func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
-	if res := i.result.Load(); h.stream.wants(EventCompleted) || res.Started.IsZero() && h.stream.wants(eventDropped) {
-		h.emitInstance(EventCompleted, i, res)
+	if j := i.emitting; j != nil {
+		h.emitInstance(EventCompleted, i, i.result.Load())
+		h.lib.end(j)
 	}
 	for _, w := range i.waiters {
 		w <- *i.result.Load() // each has room for it

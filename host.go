@@ -321,12 +321,12 @@ func (h *Host) running() []*instance {
 // logPanic reports a recovered panic of the program's code (EventPanic): where names it,
 // r and id, when known, the registration and instance it ran for.
 func (h *Host) logPanic(where string, err error, r *Registration, id uuid.UUID) {
-	h.emit(Event{Kind: EventPanic, Task: r, InstanceID: id, Err: err, Where: where})
+	h.emit(&Event{Kind: EventPanic, Task: r, InstanceID: id, Err: err, Where: where})
 }
 
 // problem reports what the host could not do (EventProblem).
 func (h *Host) problem(what string, err error, r *Registration, id uuid.UUID) {
-	h.emit(Event{Kind: EventProblem, Task: r, InstanceID: id, Err: err, Where: what})
+	h.emit(&Event{Kind: EventProblem, Task: r, InstanceID: id, Err: err, Where: what})
 }
 
 // Ensure registers b unless a registration with b's Name and TaskEntryPoint exists, as one

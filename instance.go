@@ -112,7 +112,8 @@ type instance struct {
 	events bool // its events are to be delivered; set when it is retired
 
 	// For the registration's delivery goroutine.
-	job           job // counts the delivery of its events
+	job           job  // counts the delivery of its events
+	emitting      *job // counts the emission of its EventCompleted, when one is wanted
 	sentProgress  uint32
 	sentCompleted bool
 }

@@ -89,14 +89,14 @@ func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64
 		case isOver && !pressed:
 			pressed, since = true, time.Now()
 			if h.suspend(pauseMemory) {
-				h.emit(Event{Kind: EventSuspended, ByMemory: true, Heap: heap, Limit: limit})
+				h.emit(&Event{Kind: EventSuspended, ByMemory: true, Heap: heap, Limit: limit})
 			}
 		case isOver && time.Since(since) >= cmp.Or(p.MemoryPressurePeriod, defaultMemoryPressurePeriod):
 			h.revokeNewest(heap, limit)
 		case !isOver && pressed:
 			pressed = false
 			if h.resume(pauseMemory) {
-				h.emit(Event{Kind: EventResumed, ByMemory: true, Heap: heap, Limit: limit})
+				h.emit(&Event{Kind: EventResumed, ByMemory: true, Heap: heap, Limit: limit})
 			}
 		}
 	}
@@ -107,7 +107,7 @@ func (h *Host) revokeNewest(heap, limit uint64) {
 	running := h.running()
 	for k := len(running) - 1; k >= 0; k-- {
 		if i := running[k]; i.cancel(ResourceRevocation) {
-			h.emit(Event{Kind: EventRevoked, Task: i.reg, InstanceID: i.id, Reason: ResourceRevocation, Heap: heap, Limit: limit})
+			h.emit(&Event{Kind: EventRevoked, Task: i.reg, InstanceID: i.id, Reason: ResourceRevocation, Heap: heap, Limit: limit})
 			return
 		}
 	}

@@ -133,7 +133,7 @@ func (r *Registration) Unregister(cancelTask bool) {
 	}
 	if recorded {
 		if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
-			h.emit(Event{Kind: EventStoreError, Task: r, Err: err})
+			h.emit(&Event{Kind: EventStoreError, Task: r, Err: err})
 			h.saver.deleteLater(r.id)
 		}
 	}

@@ -164,7 +164,7 @@ func (s *saver) armLocked() {
 		s.timer, s.timerJ = nil, nil
 		s.mu.Unlock()
 		if err := s.flush(context.Background()); err != nil {
-			s.host.emit(Event{Kind: EventStoreError, Err: err})
+			s.host.emit(&Event{Kind: EventStoreError, Err: err})
 			s.mu.Lock()
 			s.armLocked()
 			s.mu.Unlock()

@@ -28,7 +28,7 @@ const (
 // Shutdown, does nothing.
 func (h *Host) Suspend() {
 	if h.suspend(pauseProgram) {
-		h.emit(Event{Kind: EventSuspended})
+		h.emit(&Event{Kind: EventSuspended})
 	}
 }
 
@@ -39,7 +39,7 @@ func (h *Host) Suspend() {
 // starts. Resume without Suspend does nothing.
 func (h *Host) Resume() {
 	if h.resume(pauseProgram) {
-		h.emit(Event{Kind: EventResumed})
+		h.emit(&Event{Kind: EventResumed})
 	}
 }
 
