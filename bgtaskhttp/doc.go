@@ -1,0 +1,73 @@
+// Package bgtaskhttp serves a live view of a [bgtask.Host] over HTTP: a page that lists
+// the registrations, the running instances with their progress and outstanding
+// deferrals, and the last completions, and the JSON and event stream it is built on.
+//
+// It is mounted like net/http/pprof, under a prefix of the program's choosing:
+//
+//	mux.Handle("/debug/bgtask/", http.StripPrefix("/debug/bgtask", bgtaskhttp.New(host)))
+//
+// # Routes
+//
+// Relative to the mount:
+//
+//   - GET /: the page. Its first response is rendered on the server, so it shows without
+//     JavaScript; then it updates itself from GET api/events, without reloading. It loads
+//     nothing from elsewhere, and every name and error on it is escaped, on the server as
+//     in the browser.
+//   - GET /api/state: the state, as JSON (below).
+//   - GET /api/events: a text/event-stream whose every message's data is the state, sent
+//     when it changed, at most 4 times a second.
+//   - POST /api/instances/{id}/cancel: cancels the instance with [bgtask.Abort]: 204 when
+//     it is canceled (now, or already before), 404 for an unknown or finished instance,
+//     403 unless [AllowCancel] was given or when the request is cross-site, as
+//     [http.CrossOriginProtection] judges it.
+//
+// Any other method on a route is answered 405, any other path 404.
+//
+// # The state
+//
+//	{
+//	  "registrations": [{"task_id": "…", "name": "…", "trigger": "TimeTrigger every 15m0s",
+//	                     "conditions": ["InternetAvailable"], "running": ["<instance id>"],
+//	                     "last_result": null}],
+//	  "instances": [{"instance_id": "…", "task_id": "…", "name": "…", "state": "Running",
+//	                 "reason": "", "started": "RFC 3339", "progress": 40, "suspended_count": 0,
+//	                 "deferrals": [{"site": "sync.go:42", "taken": "RFC 3339", "go": false}]}],
+//	  "recent": [{"instance_id": "…", "task_id": "…", "name": "…", "started": "…",
+//	              "finished": "…", "error": "", "canceled": false, "reason": "", "progress": 100}]
+//	}
+//
+// Registrations are sorted by name, as [bgtask.Host.AllTasks] returns them; instances are
+// oldest first, as [bgtask.Host.Instances] returns them; recent holds the last 100
+// completions, newest first, and last_result has the same shape, or is null before the
+// registration's first completion. Times are RFC 3339 in UTC, with milliseconds, or ""
+// when there is none: a fire dropped before it started has no start, and a deferral has
+// no time when [bgtask.WithDeferralSites] is off. reason is the cancellation reason's
+// name for a canceled result or a canceling or terminated instance, else "". Lists are
+// never null.
+//
+// # Goroutines and lifetimes
+//
+// Every route runs on the goroutine net/http calls the handler on, and returns before
+// the request ends: it leaves no goroutine behind.
+//
+// The list of recent completions is fed by one subscription to the host's completions
+// ([bgtask.Host.Subscribe]), which [New] makes and nothing stops: it lasts as long as the
+// host, as the host's own log does. Its func only copies the completion, on a goroutine
+// of the host, and never blocks it. An idle subscription costs the host no goroutine, and
+// after [bgtask.Host.Shutdown] it receives the last completions and then nothing more, so
+// a handler may outlive its host's shutdown and go on showing the final state. Each call
+// of New subscribes once more: make one handler per host. A subscription costs each
+// instance of the host a delivery, whether or not anyone looks (see BenchmarkEndToEnd in
+// bench_test.go).
+//
+// Each GET /api/events looks at the state at most every 250 ms, and reads and sends it
+// only when it may have changed: while instances are listed (their progress and
+// deferrals raise no event), after a registration was made or removed (it subscribes to
+// those, and stops that subscription before it returns), and after an instance started
+// or completed (told by the instances listed and by the count of completions). An open
+// page therefore costs the host's instances nothing more. The stream returns when the
+// client goes away (the request's context ends), when the [http.Server] that serves it
+// begins its Shutdown, which would otherwise wait for it, and when a message cannot be
+// written within 10 seconds: a client that stops reading cannot hold it.
+package bgtaskhttp
