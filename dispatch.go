@@ -285,8 +285,8 @@ func (h *Host) countEventsLocked(i *instance) {
 		h.lib.begin(&i.job)
 	}
 	if h.stream.wants(EventCompleted) || i.result.Load().Started.IsZero() && h.stream.wants(eventDropped) {
-		i.emitting = &job{reg: r}
-		h.lib.begin(i.emitting)
+		i.emitting, i.emitJob.reg = true, r // in the instance: no allocation deep in the stack
+		h.lib.begin(&i.emitJob)
 	}
 }
 
@@ -295,23 +295,35 @@ func (h *Host) countEventsLocked(i *instance) {
 // caller is a goroutine of the library that i ended on (its own, or its grace timer's),
 // which then delivers rather than starting another.
 func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
-	if j := i.emitting; j != nil {
-		h.emitInstance(EventCompleted, i, i.result.Load())
-		h.lib.end(j)
-	}
-	for _, w := range i.waiters {
-		w <- *i.result.Load() // each has room for it
+	emitHere := own && i.emitting // see instance.deliverOwn
+	if !emitHere {
+		h.emitCompleted(i)
 	}
 	switch {
 	case !i.events:
 	case !i.reg.events.add(i):
 		h.lib.end(&i.job) // the goroutine draining the queue delivers it
 	case own:
+		i.drainHere = true
 		return true
 	default:
 		h.lib.goBegun(&i.job, func(j *job) { i.reg.drain(j, nil) })
 	}
-	return false
+	return emitHere
+}
+
+// emitCompleted emits i's EventCompleted, if countEventsLocked counted one, then tells the
+// waiters of RequestAndWait: after the event, so that a program that waits and fires
+// again sees the events in the order of its fires.
+func (h *Host) emitCompleted(i *instance) {
+	if i.emitting {
+		h.emitInstance(EventCompleted, i, i.result.Load())
+		i.emitting = false
+		h.lib.end(&i.emitJob)
+	}
+	for _, w := range i.waiters {
+		w <- *i.result.Load() // each has room for it
+	}
 }
 
 // forgetTerminated is called when the last goroutine of a terminated instance returns: it
