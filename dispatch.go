@@ -40,7 +40,7 @@ func (h *Host) unlockFor(own *instance) (deliverOwn bool) {
 		h.toLaunch, h.retired, h.events = nil, nil, nil
 		h.mu.Unlock()
 		if events != nil {
-			h.emitAll(events)
+			h.logAll(events)
 		}
 		for _, i := range launch {
 			h.launch(i)
@@ -158,7 +158,18 @@ func (h *Host) newInstanceLocked(r *Registration, details any, id uuid.UUID) *in
 	h.insts.push(i)
 	h.live.add(1)
 	h.toLaunch = append(h.toLaunch, i)
+	if h.stream.wants(EventLaunched) {
+		h.launchedLocked(i) // under the lock: before anyone can cancel it
+	}
 	return i
+}
+
+// launchedLocked sends i's EventLaunched; out of line, so that the Event stays out of the
+// frames of the paths that start instances.
+//
+//go:noinline
+func (h *Host) launchedLocked(i *instance) {
+	h.emitLocked(Event{Kind: EventLaunched, Task: i.reg, InstanceID: i.id})
 }
 
 // startSlotsLocked starts the fires that waited for a MaxConcurrent slot, oldest first, as
@@ -179,9 +190,6 @@ func (h *Host) launch(i *instance) {
 		i.addTimer(d, func() { i.cancel(ExecutionTimeExceeded) })
 	}
 	h.startIdleTimer(i)
-	if h.stream.wants(EventLaunched) {
-		h.emitInstance(EventLaunched, i, nil)
-	}
 	go i.run()
 }
 

@@ -27,14 +27,18 @@ type Dispatcher interface {
 	// It is called on the goroutine that fired: Request's caller, or the host's scheduler
 	// goroutine for time fires, with no lock of the library held; it may block, and
 	// delays the time fires of the host meanwhile. An error makes Request return it; for
-	// a time fire it is logged (EventProblem), and the time counts as missed.
+	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
+	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
+	// host's: a fire made while it is suspended is still handed over, for another
+	// process to run. A OneShot registration is unregistered once a fire is Allowed.
 	Dispatch(ctx context.Context, r *Registration, details any, wait bool) (CompletedEventArgs, ApplicationTriggerResult, error)
 }
 
 // WithDispatcher hands the fires of persistent registrations on an ApplicationTrigger or a
 // TimeTrigger to d (see [Dispatcher]); other triggers (SystemTrigger, CustomTrigger) still
-// start instances here, as do registrations with only a Task. It requires [WithStore]:
-// every process that takes the fires must know the registrations.
+// start instances here, as do registrations with only a Task. It requires [WithStore]
+// (NewHost fails without it): every process that takes the fires must know the
+// registrations.
 //
 // With a dispatcher, the registrations it takes are the same in every process that names
 // them alike: a registration's TaskID is derived from its Name and TaskEntryPoint, so that
@@ -94,17 +98,30 @@ func (h *Host) fleetIdentity(r *Registration) error {
 	return nil
 }
 
-// dispatch hands a fire to the dispatcher, answering as fire does.
-func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waiter chan<- CompletedEventArgs) (ApplicationTriggerResult, error) {
+// dispatch hands a fire to the dispatcher, answering as fire does; call runs the program's
+// code (Dispatch), so that a panic in it is recovered, and named on a library goroutine.
+// A OneShot registration is unregistered once the dispatcher took its fire.
+func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waiter chan<- CompletedEventArgs, call func(func()) error) (ApplicationTriggerResult, error) {
 	h.lock()
 	refused := h.closed || r.unregistered
 	h.unlock()
 	if refused {
 		return DisabledByPolicy, nil
 	}
-	out, res, err := h.dispatcher.Dispatch(ctx, r, details, waiter != nil)
+	var out CompletedEventArgs
+	res, err := UnknownError, error(nil)
+	if perr := call(func() { out, res, err = h.dispatcher.Dispatch(ctx, r, details, waiter != nil) }); perr != nil {
+		h.logPanic(inDispatch, perr, r, uuid.Nil)
+		return UnknownError, perr
+	}
 	if err != nil {
 		return UnknownError, err
+	}
+	if res == Allowed && r.oneShot {
+		h.lock()
+		h.unregisterLocked(r, Abort)
+		h.unlock()
+		h.saver.deleteLater(r.id)
 	}
 	if res == Allowed && waiter != nil {
 		waiter <- out // it has room for it
@@ -112,11 +129,27 @@ func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waite
 	return res, nil
 }
 
+// callHere runs f on the calling goroutine, the program's own (Request's).
+func callHere(f func()) error { return capture(func() error { f(); return nil }) }
+
 // dispatchTimes hands the time fires the scheduler collected to the dispatcher, on the
-// scheduler's goroutine.
-func (h *Host) dispatchTimes(fires []timeFire) {
-	for _, f := range fires {
-		if _, err := h.dispatch(context.Background(), f.r, f.details, nil); err != nil {
+// scheduler's goroutine, job j. If Dispatch calls runtime.Goexit, a new scheduler
+// goroutine takes over from the next fire.
+func (h *Host) dispatchTimes(j *job, fires []timeFire) {
+	k := 0
+	defer func() {
+		if k < len(fires) { // runtime.Goexit in Dispatch
+			rest := fires[k+1:]
+			h.lib.Go(nil, func(j *job) {
+				h.dispatchTimes(j, rest)
+				h.sched.loop(h, j)
+			})
+		}
+	}()
+	call := func(f func()) error { return callUser(j, &inDispatch, f) }
+	for ; k < len(fires); k++ {
+		f := fires[k]
+		if _, err := h.dispatch(context.Background(), f.r, f.details, nil, call); err != nil {
 			h.problem("dispatching a time fire failed", err, f.r, uuid.Nil)
 		}
 	}
@@ -150,13 +183,16 @@ type timeFire struct {
 //
 // When ctx is done the instance is canceled, with the reason of ctx's cause when that is a
 // [*CanceledError] (see [context.WithCancelCause]), else with Abort; RunInstance then
-// still waits for the instance to end, within the grace period.
+// still waits for the instance to end, within the grace period. A ctx done before the
+// call starts nothing and returns ctx's error. A OneShot registration is unregistered when
+// the instance starts, as for any fire.
 //
 // It does not start the instance, and returns an error matching [ErrHeld], when a fire of
 // r would be held here: r's instance is running, the host is suspended, a condition of r
 // does not hold, or [Policy].MaxConcurrent instances run. Its other errors match
 // [ErrHostClosed], or [ErrInvalidArgument] for a nil ctx, a registration of another host
-// or one unregistered, or a nil id. It is how a [Dispatcher]'s taker runs the fires it
+// or one unregistered, or a nil id. The caller chooses id: two instances running with the
+// same id would be told apart by nothing but their registrations. It is how a [Dispatcher]'s taker runs the fires it
 // took, and it works without a dispatcher too.
 func (h *Host) RunInstance(ctx context.Context, r *Registration, id uuid.UUID, details any) (CompletedEventArgs, error) {
 	switch {
@@ -166,6 +202,8 @@ func (h *Host) RunInstance(ctx context.Context, r *Registration, id uuid.UUID, d
 		return CompletedEventArgs{}, invalidf("RunInstance", "registration of another host")
 	case id == uuid.Nil:
 		return CompletedEventArgs{}, invalidf("RunInstance", "nil instance id")
+	case ctx.Err() != nil:
+		return CompletedEventArgs{}, ctx.Err()
 	}
 	waiter := make(chan CompletedEventArgs, 1)
 	h.lock()
@@ -197,6 +235,12 @@ func (h *Host) runLocked(r *Registration, id uuid.UUID, details any, waiter chan
 	}
 	i := h.newInstanceLocked(r, details, id)
 	i.waiters = []chan<- CompletedEventArgs{waiter}
+	if r.oneShot {
+		h.unregisterLocked(r, Abort)
+		if r.persistent {
+			h.saver.deleteLater(r.id)
+		}
+	}
 	return i, nil
 }
 

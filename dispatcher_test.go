@@ -299,3 +299,127 @@ func TestDispatchedTimeTriggerIsOneRegistrationInEveryProcess(t *testing.T) {
 		require.NoError(t, c.Shutdown(t.Context()))
 	})
 }
+
+// funcDispatcher is a Dispatcher made of a func.
+type funcDispatcher func(ctx context.Context, r *bgtask.Registration, details any, wait bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error)
+
+func (f funcDispatcher) Dispatch(ctx context.Context, r *bgtask.Registration, details any, wait bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+	return f(ctx, r, details, wait)
+}
+
+func TestDispatcherPanicIsRecovered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := new(syncBuffer)
+		calls := 0
+		d := funcDispatcher(func(context.Context, *bgtask.Registration, any, bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			calls++
+			panic("dispatcher bug")
+		})
+		h := dispatchingHost(t, newMemStore(), d, nopTask, bgtask.WithLogger(slogTo(log)))
+		_, err := h.Register(bgtask.Builder{Name: "tick", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+		require.NoError(t, err)
+		trig := bgtask.NewApplicationTrigger()
+		_, err = h.Register(bgtask.Builder{Name: "req", TaskEntryPoint: "job", Trigger: trig})
+		require.NoError(t, err)
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		assert.Equal(t, 2, calls, "the scheduler goes on after a panic")
+		res, err := trig.Request(t.Context(), nil)
+		var pe *bgtask.PanicError
+		assert.ErrorAs(t, err, &pe, "Request returns the panic")
+		assert.Equal(t, bgtask.UnknownError, res)
+		require.NoError(t, h.Shutdown(t.Context()))
+		assert.Contains(t, log.String(), "panic in Dispatcher.Dispatch recovered")
+	})
+}
+
+// Shutdown called from Dispatch, on the scheduler's goroutine, does not wait for itself; a
+// Dispatch that blocks is named in Stuck.
+func TestDispatchOnTheSchedulerIsACallback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h *bgtask.Host
+		got := make(chan error, 1)
+		d := funcDispatcher(func(context.Context, *bgtask.Registration, any, bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			got <- h.Shutdown(context.Background())
+			return bgtask.CompletedEventArgs{}, bgtask.Allowed, nil
+		})
+		h = dispatchingHost(t, newMemStore(), d, nopTask)
+		_, err := h.Register(bgtask.Builder{Name: "tick", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+		require.NoError(t, err)
+		var se *bgtask.ShutdownError
+		require.ErrorAs(t, <-got, &se)
+		assert.Contains(t, se.Stuck, "Dispatcher.Dispatch")
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		d := funcDispatcher(func(context.Context, *bgtask.Registration, any, bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			<-release
+			return bgtask.CompletedEventArgs{}, bgtask.Allowed, nil
+		})
+		h := dispatchingHost(t, newMemStore(), d, nopTask)
+		_, err := h.Register(bgtask.Builder{Name: "tick", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+		require.NoError(t, err)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		var se *bgtask.ShutdownError
+		require.ErrorAs(t, h.Shutdown(ctx), &se)
+		assert.Contains(t, se.Stuck, "Dispatcher.Dispatch")
+		close(release)
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
+
+func TestOneShotFiresOnceThroughTheSeam(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h *bgtask.Host
+		runs := 0
+		d := funcDispatcher(func(ctx context.Context, r *bgtask.Registration, details any, _ bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			out, err := h.RunInstance(ctx, r, uuid.New(), details)
+			return out, bgtask.Allowed, err
+		})
+		h = dispatchingHost(t, newMemStore(), d, func(context.Context, bgtask.BackgroundTaskInstance) error { runs++; return nil })
+		trig := &bgtask.ApplicationTrigger{OneShot: true}
+		_, err := h.Register(bgtask.Builder{Name: "once", TaskEntryPoint: "job", Trigger: trig})
+		require.NoError(t, err)
+		for range 3 {
+			_, _ = trig.Request(t.Context(), nil)
+		}
+		assert.Equal(t, 1, runs)
+		assert.Empty(t, h.AllTasks())
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
+
+func TestRunInstanceOfAOneShotUnregistersIt(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	trig := &bgtask.ApplicationTrigger{OneShot: true}
+	r, err := h.Register(bgtask.Builder{Name: "once", Trigger: trig, Task: nopTask})
+	require.NoError(t, err)
+	_, err = h.RunInstance(t.Context(), r, uuid.New(), nil)
+	require.NoError(t, err)
+	res, err := trig.Request(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.DisabledByPolicy, res)
+	require.NoError(t, h.Shutdown(t.Context()))
+}
+
+func TestRunInstanceWithADoneContextStartsNothing(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	r, err := h.Register(bgtask.Builder{Name: "x", Trigger: bgtask.NewApplicationTrigger(), Task: nopTask})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = h.RunInstance(ctx, r, uuid.New(), nil)
+	assert.ErrorIs(t, err, context.Canceled)
+	_, ok := r.LastResult()
+	assert.False(t, ok)
+	require.NoError(t, h.Shutdown(t.Context()))
+}
+
+func TestDispatcherNeedsAStore(t *testing.T) {
+	_, err := bgtask.NewHost(bgtask.WithLogger(nil), bgtask.WithDispatcher(&queue{}))
+	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
+}

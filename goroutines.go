@@ -159,6 +159,7 @@ var (
 	inCompletedHandler = "OnCompleted handler"
 	inCanceledHandler  = "OnCanceled handler"
 	inWatch            = "CustomTrigger.Watch"
+	inDispatch         = "Dispatcher.Dispatch"
 	inConditionStop    = "Condition.Watch's stop func"
 	inDelivery         = "event delivery"
 )

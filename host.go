@@ -58,7 +58,7 @@ type Host struct {
 	toLaunch []*instance              // started under the lock, launched by unlock
 	ending   endingList               // instances that ended, to retire (see retire)
 	retired  []*instance              // retired or dropped under the lock: unlock raises their events
-	events   []Event                  // emitted under the lock: unlock sends them
+	events   []Event                  // sent under the lock: unlock logs them
 	lost     []InstanceInfo           // instances terminated during Shutdown
 	system   map[SystemTriggerType][]*Registration
 	sched    *scheduler // time triggers; nil until the first is registered
@@ -85,6 +85,9 @@ func NewHost(opts ...Option) (*Host, error) {
 		}
 	}
 	h.stream.setLog(h.stream.log)
+	if h.dispatcher != nil && h.saver == nil {
+		return nil, invalidf("WithDispatcher", "without WithStore: the processes that take the fires must know the registrations")
+	}
 	if h.saver != nil {
 		if err := h.restore(); err != nil {
 			return nil, err

@@ -314,9 +314,13 @@ func (i *instance) cancel(reason CancellationReason) bool {
 	i.stop(ce)
 	i.timers = append(i.timers, time.AfterFunc(i.reg.host.policy.grace(), i.terminate))
 	hs := i.onCancel.load()
-	i.mu.Unlock()
+	var e *Event
 	if h := i.reg.host; h.stream.wants(EventCanceled) {
-		h.emitInstance(EventCanceled, i, &CompletedEventArgs{Reason: reason})
+		e = h.sendCanceled(i, reason) // under the lock: before the instance can end
+	}
+	i.mu.Unlock()
+	if e != nil && i.reg.host.stream.logs(e) {
+		i.reg.host.logEvent(e)
 	}
 	if len(hs) > 0 {
 		i.callCanceled(hs, reason)

@@ -88,16 +88,12 @@ func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64
 		switch {
 		case isOver && !pressed:
 			pressed, since = true, time.Now()
-			if h.suspend(pauseMemory) {
-				h.emit(&Event{Kind: EventSuspended, ByMemory: true, Heap: heap, Limit: limit})
-			}
+			h.suspend(pauseMemory, heap, limit)
 		case isOver && time.Since(since) >= cmp.Or(p.MemoryPressurePeriod, defaultMemoryPressurePeriod):
 			h.revokeNewest(heap, limit)
 		case !isOver && pressed:
 			pressed = false
-			if h.resume(pauseMemory) {
-				h.emit(&Event{Kind: EventResumed, ByMemory: true, Heap: heap, Limit: limit})
-			}
+			h.resume(pauseMemory, heap, limit)
 		}
 	}
 }

@@ -82,7 +82,11 @@ func (r *Registration) TaskID() uuid.UUID { return r.id }
 func (r *Registration) Name() string { return r.name }
 
 // Trigger returns the Builder's Trigger.
-func (r *Registration) Trigger() Trigger { return r.trigger }
+func (r *Registration) Trigger() Trigger {
+	r.host.lock()
+	defer r.host.unlock()
+	return r.trigger // Ensure may replace it
+}
 
 // Conditions returns the Builder's Conditions (a copy of the slice).
 func (r *Registration) Conditions() []Condition {

@@ -36,7 +36,7 @@ func (h *Host) now() int64 { return int64(time.Since(h.epoch)) }
 
 // loop is the scheduler goroutine: it sleeps until the earliest fire, fires what is due
 // and goes back to sleep, until the host shuts down.
-func (s *scheduler) loop(h *Host) {
+func (s *scheduler) loop(h *Host, j *job) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -47,7 +47,7 @@ func (s *scheduler) loop(h *Host) {
 		s.dispatch = nil
 		h.unlock()
 		if dispatch != nil {
-			h.dispatchTimes(dispatch)
+			h.dispatchTimes(j, dispatch)
 		}
 		switch {
 		case !any:

@@ -47,6 +47,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	if err == nil {
 		err = h.lib.wait(ctx, self)
 	}
+	if err == nil && !self {
+		h.stream.closed.Store(true) // every event is delivered: subscribers get no more
+	}
 	if storeErr != nil {
 		storeErr = fmt.Errorf("bgtask: shutdown: writing the store: %w", storeErr)
 	}

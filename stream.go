@@ -53,7 +53,10 @@ const (
 	// what, Err why when there is an error.
 	EventProblem
 
-	eventDropped // for the log's interest only: an EventCompleted of a dropped fire
+	// For the log's masks only (see Event.bits):
+	eventDropped      // an EventCompleted of a dropped fire
+	eventPressure     // an EventSuspended by memory pressure
+	eventPressureOver // an EventResumed by memory pressure
 )
 
 var eventKindNames = [...]string{
@@ -110,8 +113,8 @@ type Event struct {
 	ByMemory   bool               // EventSuspended, EventResumed
 	Heap       uint64             // EventSuspended and EventResumed when ByMemory, EventRevoked
 	Limit      uint64             // likewise: the memory limit
-	// Missed counts the events this subscriber missed just before this one, because
-	// it fell more than maxQueued events behind.
+	// Missed counts the events this subscriber missed right after this one, because it
+	// had fallen maxQueued events behind.
 	Missed uint64
 }
 
@@ -125,9 +128,10 @@ const maxQueued = 1 << 16
 // (see [WithLogger]) and package bgtaskhttp read it too.
 //
 // f is called on a goroutine of the library, one event at a time, in the order the events
-// happened. It never blocks a task or the host: f may block, which delays only its own
-// events. They queue meanwhile, up to 65,536; beyond that they are dropped, and the next
-// event delivered says how many in Missed. A panic in f is recovered and logged. stop
+// happened: an instance's Launched, Canceled, Terminated and Completed come in that order,
+// and Suspended and Resumed alternate, whatever goroutines caused them. It never blocks a task or the host: f may block, which delays only its own
+// events. They queue meanwhile, up to 65,536; beyond that they are dropped, and the last
+// event queued before them says how many in Missed. A panic in f is recovered and logged. stop
 // drops the events not yet delivered and does not wait for a call under way; Shutdown
 // waits for the events queued before it returns. With no subscriber, and a log that
 // records only problems, an event costs one atomic load where it happens.
@@ -146,6 +150,9 @@ func maskOf(kinds []EventKind) uint32 {
 	}
 	var m uint32
 	for _, k := range kinds {
+		if k < EventRegistered || k > EventProblem {
+			continue // not a kind: nothing to deliver
+		}
 		m |= 1 << k
 		if k == EventCompleted {
 			m |= 1 << eventDropped
@@ -154,11 +161,12 @@ func maskOf(kinds []EventKind) uint32 {
 	return m
 }
 
-const allEvents = 1<<(eventDropped+1) - 2
+const allEvents = 1<<(EventProblem+1) - 2 | 1<<eventDropped
 
 // stream is the host's event stream: its subscribers and the log.
 type stream struct {
 	mask    atomic.Uint32 // the kinds anyone wants: the log's and every sink's
+	closed  atomic.Bool   // Shutdown has returned: nothing more is sent
 	logMask uint32        // set by NewHost
 	log     *slog.Logger
 	mu      sync.Mutex
@@ -198,22 +206,46 @@ func (s *stream) load() []*sink {
 	return nil
 }
 
-// emit sends e to the log and to every subscriber that wants it. It must be called with
-// no lock of the library held, as the log's handler is the program's code; under the
-// host's lock, use emitLocked.
+// emit sends e to every subscriber that wants it, then to the log. It must be called with
+// no lock of the library held, as the log's handler is the program's code: under a lock,
+// send now and log after.
 func (h *Host) emit(e *Event) {
+	h.send(e)
+	if h.stream.logs(e) {
+		h.logEvent(e)
+	}
+}
+
+// bits are the kinds e counts as, for the masks: a dropped fire's EventCompleted is also
+// an eventDropped.
+func (e *Event) bits() uint32 {
+	switch {
+	case e.Kind == EventCompleted && e.Result.Started.IsZero():
+		return 1<<EventCompleted | 1<<eventDropped
+	case e.Kind == EventSuspended && e.ByMemory:
+		return 1<<EventSuspended | 1<<eventPressure
+	case e.Kind == EventResumed && e.ByMemory:
+		return 1<<EventResumed | 1<<eventPressureOver
+	}
+	return 1 << e.Kind
+}
+
+func (s *stream) logs(e *Event) bool { return s.logMask&e.bits() != 0 }
+
+// send queues e for every subscriber that wants it. It takes only leaf locks, so that it
+// may be called with the host's or an instance's lock held: events are sent there, under
+// the lock that orders what they report (Launched before Canceled before Completed;
+// Suspended and Resumed alternating), and logged after. After Shutdown has returned,
+// nothing is sent: no goroutine is started for it.
+func (h *Host) send(e *Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	k := e.Kind
-	if e.Kind == EventCompleted && e.Result.Started.IsZero() {
-		k = eventDropped
-	}
-	if h.stream.logMask&(1<<e.Kind|1<<k) != 0 {
-		h.logEvent(e)
+	if h.stream.closed.Load() {
+		return
 	}
 	for _, s := range h.stream.load() {
-		if s.mask&(1<<e.Kind|1<<k) != 0 {
+		if s.mask&e.bits() != 0 {
 			s.queue(e)
 		}
 	}
@@ -235,20 +267,29 @@ func (h *Host) emitInstance(k EventKind, i *instance, res *CompletedEventArgs) {
 	h.emit(&e)
 }
 
-// emitAll emits the events emitted under the lock; kept out of unlock's frame, as
-// emitInstance is.
+// sendCanceled sends i's EventCanceled and returns it, for the log.
+func (h *Host) sendCanceled(i *instance, reason CancellationReason) *Event {
+	e := &Event{Kind: EventCanceled, Task: i.reg, InstanceID: i.id, Reason: reason}
+	h.send(e)
+	return e
+}
+
+// logAll logs the events sent under the lock; kept out of unlock's frame, as emitInstance
+// is.
 //
 //go:noinline
-func (h *Host) emitAll(events []Event) {
+func (h *Host) logAll(events []Event) {
 	for k := range events {
-		h.emit(&events[k])
+		h.logEvent(&events[k])
 	}
 }
 
-// emitLocked queues e, with the host's lock held, for unlock to emit.
+// emitLocked sends e, with the host's lock held, and leaves it to unlock to log.
 func (h *Host) emitLocked(e Event) {
-	e.Time = time.Now()
-	h.events = append(h.events, e)
+	h.send(&e)
+	if h.stream.logs(&e) {
+		h.events = append(h.events, e)
+	}
 }
 
 // sink is one subscriber: its queue, drained by one goroutine of the library at a time,
@@ -261,19 +302,17 @@ type sink struct {
 	mu       sync.Mutex
 	items    []Event
 	spare    []Event // a delivered batch's array, for the next batch to reuse
-	missed   uint64
 	draining bool
 }
 
 func (s *sink) queue(e *Event) {
 	s.mu.Lock()
 	if len(s.items) >= maxQueued {
-		s.missed++
+		s.items[len(s.items)-1].Missed++ // the last one queued says what followed it
 		s.mu.Unlock()
 		return
 	}
 	s.items = append(s.items, *e)
-	s.items[len(s.items)-1].Missed, s.missed = s.missed, 0
 	start := !s.draining
 	s.draining = true
 	s.mu.Unlock()
@@ -357,19 +396,25 @@ func (s *sink) requeue(rest []Event) {
 // Which kinds it wants is decided once, by NewHost, from the levels its handler enables,
 // so that a log that records only problems costs nothing on the hot paths.
 
-var problemEvents = maskOf([]EventKind{EventTerminated, EventSuspended, EventResumed,
-	EventRevoked, EventPanic, EventStoreError, EventProblem}) | 1<<eventDropped
+// logLevels is the lowest level each kind is logged at (see logEvent).
+var logLevels = [...]slog.Level{
+	EventRegistered: slog.LevelDebug, EventUnregistered: slog.LevelDebug,
+	EventHeld: slog.LevelDebug, EventLaunched: slog.LevelDebug, EventCanceled: slog.LevelDebug,
+	EventCompleted: slog.LevelDebug, EventTerminated: slog.LevelWarn,
+	EventSuspended: slog.LevelDebug, EventResumed: slog.LevelDebug, EventRevoked: slog.LevelWarn,
+	EventPanic: slog.LevelError, EventStoreError: slog.LevelError, EventProblem: slog.LevelWarn,
+	eventDropped: slog.LevelWarn, eventPressure: slog.LevelWarn, eventPressureOver: slog.LevelInfo,
+}
 
-// setLog sets the log and what it wants from the stream.
+// setLog sets the log and what it wants from the stream: the kinds logged at a level its
+// handler enables.
 func (s *stream) setLog(l *slog.Logger) {
 	s.log = l
-	switch ctx := context.Background(); {
-	case l.Enabled(ctx, slog.LevelDebug):
-		s.logMask = allEvents
-	case l.Enabled(ctx, slog.LevelWarn):
-		s.logMask = problemEvents
-	default:
-		s.logMask = 0
+	s.logMask = 0
+	for k, level := range logLevels {
+		if k > 0 && l.Enabled(context.Background(), level) {
+			s.logMask |= 1 << k
+		}
 	}
 	s.mask.Store(s.logMask)
 }

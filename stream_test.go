@@ -251,13 +251,14 @@ func TestSubscriberThatFallsBehindIsToldWhatItMissed(t *testing.T) {
 		}
 		close(unblock)
 		synctest.Wait()
-		h.Suspend() // the next event says what was missed
+		h.Suspend()
 		require.NoError(t, h.Shutdown(t.Context()))
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		require.Equal(t, 1+1<<16+1, len(rec.events), "the first event, the queue, the next")
-		assert.Equal(t, uint64(11), rec.events[len(rec.events)-1].Missed)
-		assert.Zero(t, rec.events[len(rec.events)-2].Missed)
+		assert.Equal(t, uint64(11), rec.events[len(rec.events)-2].Missed, "the last queued says what followed it")
+		assert.Zero(t, rec.events[len(rec.events)-1].Missed)
+		assert.Zero(t, rec.events[len(rec.events)-3].Missed)
 	})
 }
 
@@ -342,4 +343,142 @@ func TestEventKindNames(t *testing.T) {
 	assert.Equal(t, "EventKind(99)", bgtask.EventKind(99).String())
 	assert.Equal(t, "conditions", bgtask.HeldByConditions.String())
 	assert.Equal(t, "HeldBy(9)", bgtask.HeldBy(9).String())
+}
+
+// perInstance records the kinds of the events of each instance.
+type perInstance struct {
+	mu  sync.Mutex
+	per map[uuid.UUID][]bgtask.EventKind
+}
+
+func (r *perInstance) add(e bgtask.Event) {
+	if e.InstanceID == uuid.Nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.per == nil {
+		r.per = make(map[uuid.UUID][]bgtask.EventKind)
+	}
+	r.per[e.InstanceID] = append(r.per[e.InstanceID], e.Kind)
+}
+
+// outOfOrder returns the instances whose events were not Launched, then Canceled, then
+// Terminated, then Completed (each at most once).
+func (r *perInstance) outOfOrder() map[uuid.UUID][]bgtask.EventKind {
+	rank := map[bgtask.EventKind]int{bgtask.EventLaunched: 1, bgtask.EventCanceled: 2, bgtask.EventTerminated: 3, bgtask.EventCompleted: 4}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	bad := make(map[uuid.UUID][]bgtask.EventKind)
+	for id, ks := range r.per {
+		last := 0
+		for _, k := range ks {
+			if rank[k] <= last {
+				bad[id] = ks
+			}
+			last = rank[k]
+		}
+	}
+	return bad
+}
+
+// The events of an instance come in the order of what they report, even when a cancel
+// races with the instance's start or end: each is sent under the lock that orders it.
+func TestEventsOfAnInstanceInOrderUnderRaces(t *testing.T) {
+	for _, grace := range []time.Duration{0, time.Microsecond} {
+		h := newHost(t, bgtask.WithLogger(nil), bgtask.WithPolicy(bgtask.Policy{GracePeriod: grace}))
+		var rec perInstance
+		h.Subscribe(rec.add)
+		trig := bgtask.NewApplicationTrigger()
+		release := make(chan struct{})
+		reg := mustRegister(t, h, bgtask.Builder{Name: "x", Trigger: trig, Task: bgtask.TaskFunc(
+			func(ctx context.Context, _ bgtask.BackgroundTaskInstance) error {
+				if grace > 0 {
+					<-release // outlives its grace period: terminated
+				} else {
+					<-ctx.Done()
+				}
+				return nil
+			})})
+		done := make(chan struct{}, 1)
+		reg.OnCompleted(func(bgtask.CompletedEventArgs) { done <- struct{}{} })
+		quit := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-quit:
+					return
+				default:
+					h.Cancel(bgtask.Abort)
+				}
+			}
+		})
+		for range 300 {
+			_, err := trig.Request(t.Context(), nil)
+			require.NoError(t, err)
+			<-done
+		}
+		close(quit)
+		wg.Wait()
+		close(release)
+		_ = h.Shutdown(t.Context())
+		for id, ks := range rec.outOfOrder() {
+			t.Errorf("grace %v: instance %s: %v", grace, id, ks)
+		}
+	}
+}
+
+// Suspended and Resumed alternate, as the host's state does, under concurrent calls.
+func TestSuspendedAndResumedAlternate(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	var mu sync.Mutex
+	var kinds []bgtask.EventKind
+	h.Subscribe(func(e bgtask.Event) {
+		mu.Lock()
+		kinds = append(kinds, e.Kind)
+		mu.Unlock()
+	}, bgtask.EventSuspended, bgtask.EventResumed)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for range 2000 {
+				h.Suspend()
+				h.Resume()
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, h.Shutdown(t.Context()))
+	for k := 1; k < len(kinds); k++ {
+		require.NotEqual(t, kinds[k-1], kinds[k], "event %d", k)
+	}
+}
+
+// A log that records only errors still gets the panics.
+func TestErrorOnlyLogGetsPanics(t *testing.T) {
+	log := new(syncBuffer)
+	h := newHost(t, bgtask.WithLogger(slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelError}))))
+	trig := bgtask.NewApplicationTrigger()
+	mustRegister(t, h, bgtask.Builder{Name: "p", Trigger: trig, Task: bgtask.TaskFunc(
+		func(context.Context, bgtask.BackgroundTaskInstance) error { panic("boom") })})
+	_, _, err := trig.RequestAndWait(t.Context(), nil)
+	require.NoError(t, err)
+	require.NoError(t, h.Shutdown(t.Context()))
+	assert.Contains(t, log.String(), "panic in Run recovered")
+}
+
+// After Shutdown returned, subscribers get nothing more, and no goroutine is started for
+// them; a kind that is not one subscribes to nothing.
+func TestNoEventsAfterShutdown(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	var rec eventLog
+	h.Subscribe(func(e bgtask.Event) { rec.add(e) })
+	var none eventLog
+	h.Subscribe(none.add, 0, bgtask.EventKind(200))
+	reg := mustRegister(t, h, bgtask.Builder{Name: "x", Trigger: bgtask.NewApplicationTrigger(), Task: nopTask})
+	require.NoError(t, h.Shutdown(t.Context()))
+	reg.Unregister(false)
+	assert.Equal(t, []bgtask.EventKind{bgtask.EventRegistered}, rec.kinds(uuid.Nil))
+	assert.Empty(t, none.kinds(uuid.Nil))
 }

@@ -26,25 +26,18 @@ const (
 // until Resume; idle detection pauses. The execution-time limit keeps counting. Suspend
 // does not wait for instances to reach a Checkpoint. Suspend while suspended, or after
 // Shutdown, does nothing.
-func (h *Host) Suspend() {
-	if h.suspend(pauseProgram) {
-		h.emit(&Event{Kind: EventSuspended})
-	}
-}
+func (h *Host) Suspend() { h.suspend(pauseProgram, 0, 0) }
 
 // Resume ends a suspension begun by Suspend: instances blocked in Checkpoint go on and the
 // held fires start (each registration once, with its latest details, in the order they
 // were held). The host stays suspended while memory pressure lasts (see
 // [Policy].MemoryLimitFraction). Resume does not wait for the instances it lets go on or
 // starts. Resume without Suspend does nothing.
-func (h *Host) Resume() {
-	if h.resume(pauseProgram) {
-		h.emit(&Event{Kind: EventResumed})
-	}
-}
+func (h *Host) Resume() { h.resume(pauseProgram, 0, 0) }
 
-// suspend suspends the host for by and reports whether it was not suspended for by.
-func (h *Host) suspend(by uint8) bool {
+// suspend suspends the host for by and reports whether it was not suspended for by. heap
+// and limit are the memory reading, for pauseMemory.
+func (h *Host) suspend(by uint8, heap, limit uint64) bool {
 	h.lock()
 	defer h.unlock()
 	p := &h.pause
@@ -52,6 +45,7 @@ func (h *Host) suspend(by uint8) bool {
 		return false
 	}
 	p.by |= by
+	h.emitLocked(Event{Kind: EventSuspended, ByMemory: by == pauseMemory, Heap: heap, Limit: limit})
 	if p.by != by {
 		return true // already suspended for the other reason
 	}
@@ -67,13 +61,15 @@ func (h *Host) suspend(by uint8) bool {
 }
 
 // resume ends the suspension for by and reports whether the host was suspended for by.
-func (h *Host) resume(by uint8) bool {
+// heap and limit are the memory reading, for pauseMemory.
+func (h *Host) resume(by uint8, heap, limit uint64) bool {
 	h.lock()
 	p := &h.pause
 	if p.by&by == 0 {
 		h.unlock()
 		return false
 	}
+	h.emitLocked(Event{Kind: EventResumed, ByMemory: by == pauseMemory, Heap: heap, Limit: limit})
 	if p.by &^= by; p.by != 0 {
 		h.unlock()
 		return true

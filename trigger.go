@@ -178,7 +178,7 @@ func (t *ApplicationTrigger) fireAll(ctx context.Context, regs []*Registration, 
 		var got ApplicationTriggerResult
 		if h := r.host; h.dispatched(r) {
 			var err error
-			if got, err = h.dispatch(ctx, r, details, outcomes); err != nil {
+			if got, err = h.dispatch(ctx, r, details, outcomes, callHere); err != nil {
 				return UnknownError, accepted, err
 			}
 		} else {
@@ -253,7 +253,7 @@ func (t *TimeTrigger) attach(r *Registration) {
 	h := r.host
 	if h.sched == nil {
 		h.sched = newScheduler()
-		h.lib.Go(nil, func(*job) { h.sched.loop(h) })
+		h.lib.Go(nil, func(j *job) { h.sched.loop(h, j) })
 	}
 	h.sched.add(r)
 }
