@@ -3,6 +3,7 @@ package bgtask
 import (
 	"context"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -130,4 +131,20 @@ func BenchmarkInstanceIDBaselineUUIDNew(b *testing.B) {
 	for b.Loop() {
 		_ = uuid.New()
 	}
+}
+
+// BenchmarkRegistrationsLockHold measures how long AllTasks holds the host's lock with
+// 10,000 registrations (it sorts them after): how long a launch may wait for a look at
+// the host, such as bgtaskhttp's /api/state.
+func BenchmarkRegistrationsLockHold(b *testing.B) {
+	h, _ := NewHost(WithLogger(nil))
+	trig := NewApplicationTrigger()
+	for k := range 10_000 {
+		_, _ = h.Register(Builder{Name: "r" + strconv.Itoa(k), Trigger: trig, Task: TaskFunc(func(context.Context, BackgroundTaskInstance) error { return nil })})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = h.registrations()
+	}
+	_ = h.Shutdown(context.Background())
 }

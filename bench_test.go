@@ -533,3 +533,50 @@ func BenchmarkSignalLaunchBaselineRequest(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*burst), "ns/launch")
 	_ = h.Shutdown(ctx)
 }
+
+// BenchmarkAllTasks10000 and BenchmarkInstances1000 are what a look at the host costs (as
+// bgtaskhttp's /api/state takes one). Instances holds the host's lock only while it
+// lists its 1,000 instances (it reads each outside), AllTasks only while it copies its
+// 10,000 registrations (BenchmarkRegistrationsLockHold; it sorts them after): a launch
+// waits at most that long for either.
+func BenchmarkAllTasks10000(b *testing.B) {
+	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
+	trig := bgtask.NewApplicationTrigger()
+	for k := range 10_000 {
+		_, _ = h.Register(bgtask.Builder{Name: fmt.Sprint("r", k), Trigger: trig, Task: nopTask})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(h.AllTasks()) != 10_000 {
+			b.Fatal("lost a registration")
+		}
+	}
+	_ = h.Shutdown(context.Background())
+}
+
+func BenchmarkInstances1000(b *testing.B) {
+	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))
+	release := make(chan struct{})
+	started := make(chan struct{}, 1000)
+	for k := range 1000 {
+		trig := bgtask.NewApplicationTrigger()
+		_, _ = h.Register(bgtask.Builder{Name: fmt.Sprint("r", k), Trigger: trig, Task: bgtask.TaskFunc(
+			func(context.Context, bgtask.BackgroundTaskInstance) error {
+				started <- struct{}{}
+				<-release
+				return nil
+			})})
+		_, _ = trig.Request(context.Background(), nil)
+	}
+	for range 1000 {
+		<-started
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(h.Instances()) != 1000 {
+			b.Fatal("lost an instance")
+		}
+	}
+	close(release)
+	_ = h.Shutdown(context.Background())
+}
