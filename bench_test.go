@@ -114,9 +114,19 @@ func BenchmarkInstanceEndToEnd(b *testing.B) {
 	endToEnd(b, bgtask.NewHost)
 }
 
-// BenchmarkInstanceEndToEndSubscribed is BenchmarkInstanceEndToEnd with a subscriber to
-// every event, as bgtaskhttp's page is: what the event stream costs when it is read.
+// BenchmarkInstanceEndToEndSubscribed is BenchmarkInstanceEndToEnd with a subscriber to the
+// completions, as bgtaskhttp has (a metrics program too): what the event stream costs when
+// it is read. BenchmarkInstanceEndToEndSubscribedToAll subscribes to every event.
 func BenchmarkInstanceEndToEndSubscribed(b *testing.B) {
+	endToEnd(b, func(opts ...bgtask.Option) (*bgtask.Host, error) {
+		h, err := bgtask.NewHost(opts...)
+		var n atomic.Int64
+		h.Subscribe(func(bgtask.Event) { n.Add(1) }, bgtask.EventCompleted)
+		return h, err
+	})
+}
+
+func BenchmarkInstanceEndToEndSubscribedToAll(b *testing.B) {
 	endToEnd(b, func(opts ...bgtask.Option) (*bgtask.Host, error) {
 		h, err := bgtask.NewHost(opts...)
 		var n atomic.Int64
@@ -299,11 +309,12 @@ func BenchmarkCancelFleet(b *testing.B) {
 	_ = f.host.Shutdown(context.Background())
 }
 
-// BenchmarkCancelFleetSubscribed is BenchmarkCancelFleet with a subscriber to every event.
+// BenchmarkCancelFleetSubscribed is BenchmarkCancelFleet with a subscriber to the
+// completions, as bgtaskhttp has.
 func BenchmarkCancelFleetSubscribed(b *testing.B) {
 	f := newFleet(b)
 	var n atomic.Int64
-	f.host.Subscribe(func(bgtask.Event) { n.Add(1) })
+	f.host.Subscribe(func(bgtask.Event) { n.Add(1) }, bgtask.EventCompleted)
 	for b.Loop() {
 		b.StopTimer()
 		f.start(b)

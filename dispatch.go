@@ -293,8 +293,8 @@ func (h *Host) countEventsLocked(i *instance) {
 		h.lib.begin(&i.job)
 	}
 	if h.stream.wants(EventCompleted) || i.result.Load().Started.IsZero() && h.stream.wants(eventDropped) {
-		i.emitting, i.emitJob.reg = true, r // in the instance: no allocation deep in the stack
-		h.lib.begin(&i.emitJob)
+		i.emitting = true
+		h.lib.hold()
 	}
 }
 
@@ -327,7 +327,7 @@ func (h *Host) emitCompleted(i *instance) {
 	if i.emitting {
 		h.emitInstance(EventCompleted, i, i.result.Load())
 		i.emitting = false
-		h.lib.end(&i.emitJob)
+		h.lib.release()
 	}
 	for _, w := range i.waiters {
 		w <- *i.result.Load() // each has room for it

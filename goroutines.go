@@ -113,6 +113,20 @@ func (t *tracker) end(j *job) {
 	t.mu.Unlock()
 }
 
+// hold counts a piece of the library's work that runs no user code, such as sending an
+// event to the subscribers, so that Shutdown waits for it; release ends it.
+func (t *tracker) hold() {
+	t.mu.Lock()
+	t.count.add(1)
+	t.mu.Unlock()
+}
+
+func (t *tracker) release() {
+	t.mu.Lock()
+	t.count.add(-1)
+	t.mu.Unlock()
+}
+
 // Go runs f on a new goroutine, counted until f returns or calls runtime.Goexit. r is the
 // registration whose code f runs, nil for the host's own.
 func (t *tracker) Go(r *Registration, f func(j *job)) {

@@ -114,8 +114,7 @@ type instance struct {
 
 	// For the registration's delivery goroutine.
 	job           job  // counts the delivery of its events
-	emitJob       job  // counts the emission of its EventCompleted, when emitting
-	emitting      bool // an EventCompleted is wanted (set when it is retired)
+	emitting      bool // an EventCompleted is to be sent, and Host.lib holds for it
 	sentProgress  uint32
 	sentCompleted bool
 }
