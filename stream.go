@@ -312,6 +312,9 @@ func (s *sink) queue(e *Event) {
 		s.mu.Unlock()
 		return
 	}
+	if s.items == nil {
+		s.items, s.spare = s.spare, nil
+	}
 	s.items = append(s.items, *e)
 	start := !s.draining
 	s.draining = true
@@ -334,7 +337,7 @@ func (s *sink) drain(j *job) {
 		}
 	}()
 	for {
-		if batch = s.next(); batch == nil {
+		if batch = s.next(batch); batch == nil {
 			return
 		}
 		for k = 0; k < len(batch); k++ {
@@ -350,15 +353,21 @@ func (s *sink) drain(j *job) {
 			}
 		}
 		k = len(batch)
-		s.recycle(batch)
 	}
 }
 
-// next returns the queued events, or nil when there are none, and then the caller
-// stops draining.
-func (s *sink) next() []Event {
+// next keeps done, the batch just delivered, for a later batch to reuse, and returns the
+// queued events, or nil when there are none, and then the caller stops draining. Reusing
+// the arrays saves an allocation per batch (BenchmarkInstanceEndToEndSubscribed:
+// 1,035–1,094 B per instance, against 1,890–2,050 B when each batch was a new array); a
+// large one is let go, so that a burst does not keep its memory for good.
+func (s *sink) next(done []Event) []Event {
+	clear(done) // let go of what the events point to
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if done != nil && cap(done) <= 1024 && s.spare == nil {
+		s.spare = done[:0]
+	}
 	if len(s.items) == 0 || s.stopped.Load() {
 		s.draining = false
 		if s.stopped.Load() {
@@ -367,21 +376,8 @@ func (s *sink) next() []Event {
 		return nil
 	}
 	batch := s.items
-	s.items, s.spare = s.spare, nil
+	s.items = nil
 	return batch
-}
-
-// recycle keeps a delivered batch's array for a later batch, which then allocates
-// nothing (BenchmarkInstanceEndToEndSubscribed: 568 B per instance rather than 2,050).
-// A large one is let go, so that a burst does not keep its memory for good.
-func (s *sink) recycle(batch []Event) {
-	if cap(batch) > 1024 {
-		return
-	}
-	clear(batch) // let go of what the events point to
-	s.mu.Lock()
-	s.spare = batch[:0]
-	s.mu.Unlock()
 }
 
 // requeue puts back events not delivered, first, and starts a goroutine to deliver them.
