@@ -160,12 +160,9 @@ func (h *Host) dispatchTimes(j *job, fires []timeFire) {
 func (s *scheduler) dispatchLocked(h *Host, r *Registration) {
 	details := r.catchUpLocked(nil).(*TimeTriggerDetails)
 	s.dispatch = append(s.dispatch, timeFire{r, details})
-	if r.oneShot {
-		h.unregisterLocked(r, Abort)
-		h.saver.deleteLater(r.id)
-		return
+	if !r.oneShot { // a OneShot one is unregistered once the dispatcher took its fire
+		s.add(r)
 	}
-	s.add(r)
 }
 
 // timeFire is a time fire of a dispatched registration, to hand to the dispatcher once

@@ -423,3 +423,17 @@ func TestDispatcherNeedsAStore(t *testing.T) {
 	_, err := bgtask.NewHost(bgtask.WithLogger(nil), bgtask.WithDispatcher(&queue{}))
 	assert.ErrorIs(t, err, bgtask.ErrInvalidArgument)
 }
+
+func TestDispatchedOneShotTimeTriggerIsHandedOverOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := &queue{}
+		h := dispatchingHost(t, newMemStore(), q, nopTask)
+		_, err := h.Register(bgtask.Builder{Name: "once", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute, OneShot: true}})
+		require.NoError(t, err)
+		time.Sleep(3 * time.Minute)
+		synctest.Wait()
+		assert.Len(t, q.taken(), 1)
+		assert.Empty(t, h.AllTasks())
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
