@@ -1,11 +1,16 @@
 package bgtaskriver
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/bgtask-go/bgtask"
 )
+
+// ErrUnknownInstance is matched by the errors of [Fleet.Instance] and [Fleet.Cancel] for an
+// id that is not an InstanceID of the fleet, or whose job River no longer keeps.
+var ErrUnknownInstance = errors.New("bgtaskriver: unknown instance")
 
 // corruptError is the error for a table that is not a store's, or a record in it that
 // the store cannot read. It matches bgtask.ErrStoreCorrupt, and what its detail wraps.

@@ -38,6 +38,7 @@ type Store struct {
 	name  string // the table's name for errors: schema.bgtask_registration
 
 	load, upsert, remove string // the SQL of Load and Apply
+	exists               string // the SQL of has
 }
 
 // NewStore returns a store in the table bgtask_registration of schema, on pool. Give it the
@@ -73,6 +74,7 @@ func NewStore(pool *pgxpool.Pool, schema string) (*Store, error) {
 			" SELECT id, rec, now() FROM unnest($1::uuid[], $2::bytea[]) AS put(id, rec)" +
 			" ON CONFLICT (task_id) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
 		remove: "DELETE FROM " + table + " WHERE task_id = ANY($1::uuid[])",
+		exists: "SELECT EXISTS (SELECT 1 FROM " + table + " WHERE task_id = $1)",
 	}, nil
 }
 
@@ -88,23 +90,33 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if s.pool == nil {
 		return errZero
 	}
-	// CREATE TABLE IF NOT EXISTS is not safe against itself: two at once can both find no
-	// table, and the second then fails on a unique index of the catalog. A transaction
-	// lock on the table's name makes them take turns.
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "bgtaskriver.migrate "+s.table); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+s.table+" ("+
-			"task_id uuid PRIMARY KEY, "+
-			"record bytea NOT NULL, "+
-			"updated_at timestamptz NOT NULL DEFAULT now())")
-		return err
-	})
-	if err != nil {
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.migrateTx(ctx, tx) }); err != nil {
 		return fmt.Errorf("bgtaskriver: creating %s: %w", s.name, err)
 	}
 	return nil
+}
+
+// migrateTx creates the store's table in tx, if it does not exist. It first takes a
+// transaction lock on the table's name, which it holds until tx ends: CREATE TABLE IF NOT
+// EXISTS is not safe against itself (two at once can both find no table, and the second
+// then fails on a unique index of the catalog), so migrations take turns.
+func (s *Store) migrateTx(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "bgtaskriver.migrate "+s.table); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+s.table+" ("+
+		"task_id uuid PRIMARY KEY, "+
+		"record bytea NOT NULL, "+
+		"updated_at timestamptz NOT NULL DEFAULT now())")
+	return err
+}
+
+// has reports whether the table holds a record for id: whether some replica has the
+// registration, as far as the fleet knows.
+func (s *Store) has(ctx context.Context, id uuid.UUID) (bool, error) {
+	var found bool
+	err := s.pool.QueryRow(ctx, s.exists, id).Scan(&found)
+	return found, err
 }
 
 // Load returns every record in the table. A row it cannot read (a NULL record, a column
