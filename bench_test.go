@@ -296,18 +296,7 @@ func BenchmarkHeapPerRunningInstanceBaselineGoroutine(b *testing.B) {
 	}
 }
 
-func BenchmarkCancelFleet(b *testing.B) {
-	f := newFleet(b)
-	for b.Loop() {
-		b.StopTimer()
-		f.start(b)
-		b.StartTimer()
-		f.host.Cancel(bgtask.Abort)
-		f.completed.Wait()
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*fleet), "ns/instance")
-	_ = f.host.Shutdown(context.Background())
-}
+func BenchmarkCancelFleet(b *testing.B) { cancelFleet(b, newFleet(b)) }
 
 // BenchmarkCancelFleetSubscribed is BenchmarkCancelFleet with a subscriber to the
 // completions, as bgtaskhttp has.
@@ -315,6 +304,11 @@ func BenchmarkCancelFleetSubscribed(b *testing.B) {
 	f := newFleet(b)
 	var n atomic.Int64
 	f.host.Subscribe(func(bgtask.Event) { n.Add(1) }, bgtask.EventCompleted)
+	cancelFleet(b, f)
+}
+
+// cancelFleet starts f's fleet of instances and cancels it, in each iteration.
+func cancelFleet(b *testing.B, f *fleetHost) {
 	for b.Loop() {
 		b.StopTimer()
 		f.start(b)
