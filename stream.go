@@ -105,7 +105,7 @@ type Event struct {
 	Time       time.Time
 	Task       *Registration // nil for the host's own events
 	InstanceID uuid.UUID
-	Reason     CancellationReason // EventCanceled, EventRevoked
+	Reason     CancellationReason // EventCanceled, EventRevoked; EventCompleted's Result.Reason
 	Held       HeldBy             // EventHeld
 	Result     CompletedEventArgs // EventCompleted, EventTerminated
 	Err        error              // EventPanic, EventStoreError, EventProblem
@@ -114,7 +114,7 @@ type Event struct {
 	Heap       uint64             // EventSuspended and EventResumed when ByMemory, EventRevoked
 	Limit      uint64             // likewise: the memory limit
 	// Missed counts the events this subscriber missed right after this one, because it
-	// had fallen maxQueued events behind.
+	// had fallen 65,536 events behind.
 	Missed uint64
 }
 
