@@ -277,9 +277,11 @@ func (h *Host) retireLocked() {
 	}
 }
 
-// setLastLocked records res as r's last result, to be stored if r is persistent.
+// setLastLocked records res as r's last result, to be stored if r is persistent, and
+// among the host's completions.
 func (h *Host) setLastLocked(r *Registration, res *CompletedEventArgs) {
 	r.last = res
+	h.completed.add(r, res)
 	if r.persistent && !r.unregistered {
 		h.saver.markDirty(r)
 	}

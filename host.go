@@ -46,25 +46,26 @@ type Host struct {
 	epoch      time.Time  // for the monotonic clock of the scheduler and idle detection
 	memory     memoryWatch
 
-	mu       sync.Mutex
-	regs     map[uuid.UUID]*Registration
-	closed   bool
-	insts    instList  // started and not ended, or terminated with goroutines left
-	live     countdown // instances started and not ended
-	seq      uint64    // hold order
-	ids      idPool
-	held     map[*Registration]uint64 // registrations with a held fire, and when it was held
-	slots    []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
-	toLaunch []*instance              // started under the lock, launched by unlock
-	ending   endingList               // instances that ended, to retire (see retire)
-	retired  []*instance              // retired or dropped under the lock: unlock raises their events
-	events   []Event                  // sent under the lock: unlock logs them
-	lost     []InstanceInfo           // instances terminated during Shutdown
-	system   map[SystemTriggerType][]*Registration
-	sched    *scheduler // time triggers; nil until the first is registered
-	pause    pauseState
-	sysState map[SystemConditionType]bool
-	sysWatch map[SystemConditionType]watchSet
+	mu        sync.Mutex
+	regs      map[uuid.UUID]*Registration
+	closed    bool
+	insts     instList  // started and not ended, or terminated with goroutines left
+	live      countdown // instances started and not ended
+	seq       uint64    // hold order
+	ids       idPool
+	held      map[*Registration]uint64 // registrations with a held fire, and when it was held
+	slots     []*Registration          // held fires waiting only for a MaxConcurrent slot, oldest first
+	toLaunch  []*instance              // started under the lock, launched by unlock
+	ending    endingList               // instances that ended, to retire (see retire)
+	retired   []*instance              // retired or dropped under the lock: unlock raises their events
+	events    []Event                  // sent under the lock: unlock logs them
+	lost      []InstanceInfo           // instances terminated during Shutdown
+	completed completions              // the last ones, for Completions
+	system    map[SystemTriggerType][]*Registration
+	sched     *scheduler // time triggers; nil until the first is registered
+	pause     pauseState
+	sysState  map[SystemConditionType]bool
+	sysWatch  map[SystemConditionType]watchSet
 }
 
 // NewHost returns a host configured by opts, or the first option's error.

@@ -216,8 +216,10 @@ func launchDelay(b *testing.B, h *bgtask.Host) {
 }
 
 // One instance end to end, Request → Run → Completed handler, on a host with one
-// registration: alone (the baseline), with the handler made (its subscription to
-// completions), and with the page open (a stream of /api/events under way as well).
+// registration: alone (the baseline), with the handler made, and with the page open (a
+// stream of /api/events under way as well). The handler reads the host's own list of
+// completions rather than subscribing to them: a subscription cost each instance
+// 1.9 µs here (3,691–3,762 ns against 1,884).
 
 func BenchmarkEndToEndBaseline(b *testing.B) {
 	h, _ := bgtask.NewHost(bgtask.WithLogger(nil))

@@ -51,15 +51,10 @@
 // Every route runs on the goroutine net/http calls the handler on, and returns before
 // the request ends: it leaves no goroutine behind.
 //
-// The list of recent completions is fed by one subscription to the host's completions
-// ([bgtask.Host.Subscribe]), which [New] makes and nothing stops: it lasts as long as the
-// host, as the host's own log does. Its func only copies the completion, on a goroutine
-// of the host, and never blocks it. An idle subscription costs the host no goroutine, and
-// after [bgtask.Host.Shutdown] it receives the last completions and then nothing more, so
-// a handler may outlive its host's shutdown and go on showing the final state. Each call
-// of New subscribes once more: make one handler per host. A subscription costs each
-// instance of the host a delivery, whether or not anyone looks (see BenchmarkEndToEnd in
-// bench_test.go).
+// The list of recent completions is the host's own ([bgtask.Host.Completions]): the
+// handler holds nothing of the host's and subscribes to nothing while no page is open,
+// so it costs the host's instances nothing (see BenchmarkEndToEnd in bench_test.go), and
+// it may outlive its host's shutdown, showing the final state.
 //
 // Each GET /api/events looks at the state at most every 250 ms, and reads and sends it
 // only when it may have changed: while instances are listed (their progress and

@@ -24,13 +24,12 @@ func AllowCancel() Option {
 type handler struct {
 	host        *bgtask.Host
 	allowCancel bool
-	recent      recentList
 	servers     servers
 	mux         *http.ServeMux
 }
 
 // New returns a handler that serves h's page, state and events (see the package doc). It
-// subscribes to h's completions for as long as h lives, so call it once per host. The
+// costs h nothing until it serves a request, and any number may serve one host. The
 // handler is safe for concurrent use.
 func New(h *bgtask.Host, opts ...Option) http.Handler {
 	hd := &handler{host: h}
@@ -39,7 +38,6 @@ func New(h *bgtask.Host, opts ...Option) http.Handler {
 			o.apply(hd)
 		}
 	}
-	h.Subscribe(hd.recent.add, bgtask.EventCompleted) // lasts as long as h: see the package doc
 	hd.mux = http.NewServeMux()
 	hd.mux.HandleFunc("GET /{$}", hd.servePage)
 	hd.mux.HandleFunc("GET /api/state", hd.serveState)

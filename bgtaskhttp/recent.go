@@ -1,59 +1,20 @@
 package bgtaskhttp
 
-import (
-	"sync"
-
-	"github.com/bgtask-go/bgtask"
-)
-
-// maxRecent is how many completions the state lists.
-const maxRecent = 100
-
-// recentList keeps the last maxRecent completions, in a ring. add is called by the host's
-// event stream, on a goroutine of the host, once per completion: it only copies the event,
-// and the requests, which are rarer, describe it. Both hold mu only to copy. Its zero
-// value is an empty list.
-type recentList struct {
-	mu    sync.Mutex
-	ring  [maxRecent]completion
-	next  int    // where the next completion goes
-	count int    // how many the ring holds, up to maxRecent
-	added uint64 // how many were ever added
-}
-
-type completion struct {
-	reg  *bgtask.Registration
-	args bgtask.CompletedEventArgs
-}
-
-// add records the completion that e reports.
-func (l *recentList) add(e bgtask.Event) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ring[l.next] = completion{e.Task, e.Result}
-	l.next = (l.next + 1) % maxRecent
-	l.count = min(l.count+1, maxRecent)
-	l.added++
-}
-
-// total returns how many completions were ever added: when it changed, so did the state.
-func (l *recentList) total() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.added
-}
-
-// newestFirst describes the completions recorded, newest first.
-func (l *recentList) newestFirst() []result {
-	l.mu.Lock()
-	last := make([]completion, l.count)
-	for k := range last {
-		last[k] = l.ring[(l.next-1-k+maxRecent)%maxRecent]
-	}
-	l.mu.Unlock()
+// recent describes the host's last completions (bgtask.Host.Completions), newest first.
+// The host keeps them itself, under the lock it already holds when an instance ends, so
+// that the page costs the host's instances nothing: a subscription to every completion
+// would cost each a delivery on another goroutine.
+func (h *handler) recent() []result {
+	last, _ := h.host.Completions()
 	out := make([]result, len(last))
 	for k, c := range last {
-		out[k] = resultOf(c.reg, c.args) // outside the lock: Err.Error is the program's code
+		out[k] = resultOf(c.Task, c.CompletedEventArgs) // Err.Error is the program's code: outside the host's lock
 	}
 	return out
+}
+
+// completed returns how many completions the host had: when it changed, so did the state.
+func (h *handler) completed() uint64 {
+	_, total := h.host.Completions()
+	return total
 }

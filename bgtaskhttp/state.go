@@ -80,7 +80,7 @@ func (h *handler) snapshot() state {
 	st := state{
 		Registrations: make([]registration, len(regs)),
 		Instances:     make([]instance, len(infos)),
-		Recent:        h.recent.newestFirst(),
+		Recent:        h.recent(),
 	}
 	running := make(map[*bgtask.Registration][]string, len(infos))
 	for k, in := range infos {
