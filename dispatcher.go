@@ -175,8 +175,9 @@ type timeFire struct {
 // RunInstance runs one instance of r in this process, with id as its InstanceID and details
 // as its TriggerDetails, under every rule of the host: its policy, time limits, grace
 // period, idle timeout, suspension, deferrals, events and result (LastResult, Completed
-// handlers, the event stream). It returns the instance's CompletedEventArgs once it has
-// finished or been terminated.
+// handlers, the event stream). Run is called on a goroutine of its own, as for any fire;
+// RunInstance blocks its caller until the instance has finished or been terminated, and
+// returns its CompletedEventArgs then. It does not wait for the Completed handlers.
 //
 // When ctx is done the instance is canceled, with the reason of ctx's cause when that is a
 // [*CanceledError] (see [context.WithCancelCause]), else with Abort; RunInstance then

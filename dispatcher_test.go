@@ -3,6 +3,7 @@ package bgtask_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -434,6 +435,34 @@ func TestDispatchedOneShotTimeTriggerIsHandedOverOnce(t *testing.T) {
 		synctest.Wait()
 		assert.Len(t, q.taken(), 1)
 		assert.Empty(t, h.AllTasks())
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
+
+// A Dispatch that calls runtime.Goexit on the scheduler's goroutine ends that goroutine,
+// not the time triggers: a new one takes over and later times are still handed over.
+func TestDispatchGoexitKeepsTheScheduler(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var times []time.Time
+		d := funcDispatcher(func(_ context.Context, _ *bgtask.Registration, details any, _ bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			mu.Lock()
+			times = append(times, details.(*bgtask.TimeTriggerDetails).ScheduledAt)
+			first := len(times) == 1
+			mu.Unlock()
+			if first {
+				runtime.Goexit()
+			}
+			return bgtask.CompletedEventArgs{}, bgtask.Allowed, nil
+		})
+		h := dispatchingHost(t, newMemStore(), d, nopTask)
+		_, err := h.Register(bgtask.Builder{Name: "tick", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+		require.NoError(t, err)
+		time.Sleep(3 * time.Minute)
+		synctest.Wait()
+		mu.Lock()
+		assert.Len(t, times, 3, "every time handed over, the one whose Dispatch ended its goroutine included")
+		mu.Unlock()
 		require.NoError(t, h.Shutdown(t.Context()))
 	})
 }
