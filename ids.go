@@ -1,32 +1,30 @@
 package bgtask
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
+	"math/rand/v2"
 
 	"github.com/google/uuid"
 )
 
-// idPool hands out random (version 4) UUIDs for instances from a buffer filled by one
-// crypto/rand read per idPoolSize IDs: an instance's start then costs a copy rather
-// than a read of the system's random source (BenchmarkInstanceID: 54 ns per ID, against
-// 120 ns for uuid.New). Its zero value is ready; it is not safe for
-// concurrent use (the host uses it under its lock). uuid.EnableRandPool does the same
-// process-wide, a choice that belongs to the program, not to a library.
+// idPool hands out random (version 4) UUIDs for instances from a ChaCha8 generator, a
+// cryptographically strong one, seeded once from crypto/rand: an instance's start then
+// costs no read of the system's random source (BenchmarkInstanceID: 20 ns per ID, against
+// 56 ns copying from a buffer refilled by crypto/rand every 64 IDs, and 120 ns for
+// uuid.New). Its zero value is ready; it is not safe for concurrent use (the host uses it
+// under its lock).
 type idPool struct {
-	buf  [idPoolSize * 16]byte
-	next int // bytes of buf used; 0 or len(buf) means empty
+	rng *rand.ChaCha8 // nil until the first ID
 }
 
-const idPoolSize = 64
-
 func (p *idPool) newID() uuid.UUID {
-	if p.next == 0 || p.next == len(p.buf) {
-		_, _ = rand.Read(p.buf[:]) // never fails: crypto/rand.Read crashes the program instead
-		p.next = 0
+	if p.rng == nil {
+		var seed [32]byte
+		_, _ = crand.Read(seed[:]) // never fails: crypto/rand.Read crashes the program instead
+		p.rng = rand.NewChaCha8(seed)
 	}
 	var id uuid.UUID
-	copy(id[:], p.buf[p.next:p.next+16])
-	p.next += 16
+	_, _ = p.rng.Read(id[:])  // never fails
 	id[6] = id[6]&0x0f | 0x40 // version 4
 	id[8] = id[8]&0x3f | 0x80 // variant RFC 4122
 	return id

@@ -83,6 +83,10 @@ type instance struct {
 	id      uuid.UUID
 	reg     *Registration
 	details any
+	// The registration's task and time limit when it started, read under the host's lock:
+	// an Ensure that changes them applies to the next instance, never to a running one.
+	task    BackgroundTask
+	limit   time.Duration
 	ctx     context.Context
 	stop    context.CancelCauseFunc
 	started atomic.Int64 // when Run was called, in Unix nanoseconds; 0 before
@@ -247,7 +251,7 @@ func (i *instance) runTask() (deliverHere bool) {
 			i.runReturned(errGoexit, false)
 		}
 	}()
-	err := capture(func() error { return i.reg.task.Run(i.ctx, i) })
+	err := capture(func() error { return i.task.Run(i.ctx, i) })
 	returned = true
 	if err != nil {
 		i.panicked("Run", err)

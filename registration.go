@@ -53,7 +53,9 @@ type Registration struct {
 	persistent       bool                // kept in the host\'s store
 	last             *CompletedEventArgs // the last Completed event\'s arguments
 	cond             *condState          // the conditions' readings; nil without conditions
-	pending          any                 // the held fire's details
+	task             BackgroundTask      // read by a fire, with maxExec: Ensure may change both
+	maxExec          time.Duration
+	pending          any // the held fire's details
 	host             *Host
 	waiters          []chan<- CompletedEventArgs
 	sysIndex         int    // for a system trigger: its place in Host.system[sysType]
@@ -62,11 +64,9 @@ type Registration struct {
 	id           uuid.UUID
 	name         string
 	trigger      Trigger
-	task         BackgroundTask
 	entryPoint   string
 	conditions   []Condition
 	cancelOnLoss bool
-	maxExec      time.Duration
 	sysType      SystemTriggerType
 	watch        func(ctx context.Context, fire func(details any) ApplicationTriggerResult) error
 

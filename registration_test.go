@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -218,4 +219,69 @@ func TestDescriptions(t *testing.T) {
 	assert.Equal(t, "ApplicationTrigger once", fmt.Sprint(&bgtask.ApplicationTrigger{OneShot: true}))
 	assert.Equal(t, "SystemTrigger InternetAvailable", fmt.Sprint(&bgtask.SystemTrigger{Type: bgtask.SystemTriggerInternetAvailable}))
 	assert.Equal(t, "CustomTrigger", fmt.Sprint(&bgtask.CustomTrigger{}))
+}
+
+// Ensure may change a registration while it fires: each instance keeps the task and time
+// limit it started with, and the change applies to the next one. Under -race this also
+// checks that nothing reads them unguarded as the instance starts.
+func TestEnsureAppliesToTheNextInstance(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t)
+		trig := bgtask.NewApplicationTrigger()
+		ran := make(chan string, 1)
+		task := func(name string) bgtask.TaskFunc {
+			return func(ctx context.Context, _ bgtask.BackgroundTaskInstance) error {
+				ran <- name
+				<-ctx.Done()
+				return nil
+			}
+		}
+		b := bgtask.Builder{Name: "x", Task: task("first"), Trigger: trig, MaxExecutionTime: time.Minute}
+		r, err := h.Ensure(b)
+		require.NoError(t, err)
+		res, err := trig.Request(context.Background(), nil)
+		require.NoError(t, err)
+		require.Equal(t, bgtask.Allowed, res)
+		require.Equal(t, "first", <-ran)
+
+		b.Task, b.MaxExecutionTime = task("second"), time.Hour
+		_, err = h.Ensure(b)
+		require.NoError(t, err)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		last, ok := r.LastResult()
+		require.True(t, ok)
+		assert.Equal(t, bgtask.ExecutionTimeExceeded, last.Reason, "the running instance keeps its limit")
+
+		_, err = trig.Request(context.Background(), nil)
+		require.NoError(t, err)
+		require.Equal(t, "second", <-ran)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		assert.Len(t, h.Instances(), 1, "the next instance has the new limit")
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
+
+// Ensure racing the start of instances: under -race, nothing reads what Ensure changes
+// without the host's lock.
+func TestEnsureRacingInstances(t *testing.T) {
+	h := newHost(t)
+	quick := bgtask.NewApplicationTrigger()
+	q := bgtask.Builder{Name: "quick", Trigger: quick,
+		Task: bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })}
+	_, err := h.Ensure(q)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for k := range 200 {
+			q.MaxExecutionTime = time.Duration(k+1) * time.Hour
+			_, _ = h.Ensure(q)
+		}
+	})
+	for range 200 {
+		_, _ = quick.Request(context.Background(), nil)
+	}
+	wg.Wait()
+	require.NoError(t, h.Shutdown(context.Background()))
 }

@@ -2,6 +2,8 @@ package bgtask_test
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -198,5 +200,64 @@ func TestRegistrationKeepsTheTriggerAsRegistered(t *testing.T) {
 		assert.Len(t, timed.drain(), 2, "still every 10s")
 		assert.Len(t, app.drain(), 2, "still registered after its first run")
 		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
+
+// A burst: more time triggers due at one instant than the scheduler fires per batch. The
+// instances that end during it are retired after it, and every fire still runs once.
+func TestTimeTriggerBurstRunsEachFireOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t)
+		var mu sync.Mutex
+		runs := map[*bgtask.Registration]int{}
+		task := bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
+			mu.Lock()
+			runs[inst.Task()]++
+			mu.Unlock()
+			return nil
+		})
+		var completed atomic.Int64
+		h.Subscribe(func(bgtask.Event) { completed.Add(1) }, bgtask.EventCompleted)
+		const n = 1000
+		for range n {
+			mustRegister(t, h, bgtask.Builder{Name: "burst", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+		}
+		time.Sleep(3*time.Minute + time.Second)
+		synctest.Wait()
+		require.NoError(t, h.Shutdown(context.Background()))
+		assert.Equal(t, int64(3*n), completed.Load())
+		require.Len(t, runs, n)
+		for _, k := range runs {
+			require.Equal(t, 3, k)
+		}
+	})
+}
+
+// Shutdown in the middle of a burst: the instances that ended while the scheduler fired it
+// are retired when the scheduler stops, so Shutdown returns and each gets its Completed.
+func TestShutdownDuringABurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t)
+		var once sync.Once
+		done := make(chan error, 1)
+		task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error {
+			once.Do(func() { go func() { done <- h.Shutdown(context.Background()) }() })
+			return nil
+		})
+		var launched, completed atomic.Int64
+		h.Subscribe(func(e bgtask.Event) {
+			if e.Kind == bgtask.EventLaunched {
+				launched.Add(1)
+			} else {
+				completed.Add(1)
+			}
+		}, bgtask.EventLaunched, bgtask.EventCompleted)
+		for range 1000 {
+			mustRegister(t, h, bgtask.Builder{Name: "burst", Task: task, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+		}
+		time.Sleep(time.Minute)
+		require.NoError(t, <-done)
+		assert.Positive(t, launched.Load())
+		assert.Equal(t, launched.Load(), completed.Load())
 	})
 }
