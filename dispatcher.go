@@ -46,7 +46,9 @@ type Dispatcher interface {
 // and Register of a Builder whose name and entry point are taken is an error. A time
 // trigger's grid starts at the Unix epoch (its times are the multiples of FreshnessTime
 // since 1970-01-01 UTC), so that every process agrees on its times without talking to the
-// others. Default: none.
+// others. [Registration.LastResult] of a registration the dispatcher takes is this
+// process's last result, and is not written to the store: the dispatcher has the fleet's.
+// Default: none.
 func WithDispatcher(d Dispatcher) Option {
 	return Option{func(h *Host) error {
 		if isNil(d) {

@@ -466,3 +466,35 @@ func TestDispatchGoexitKeepsTheScheduler(t *testing.T) {
 		require.NoError(t, h.Shutdown(t.Context()))
 	})
 }
+
+// The last result of a dispatched registration stays in this process: the store, which
+// every process of the fleet shares, keeps the last results of the registrations that run
+// here only.
+func TestDispatchedLastResultIsNotStored(t *testing.T) {
+	s := newMemStore()
+	sys := &bgtask.SystemTrigger{Type: bgtask.SystemTriggerUserPresent}
+	h := dispatchingHost(t, s, &queue{}, func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+	reg, err := h.Register(bgtask.Builder{Name: "x", TaskEntryPoint: "job", Trigger: bgtask.NewApplicationTrigger()})
+	require.NoError(t, err)
+	local, err := h.Register(bgtask.Builder{Name: "local", TaskEntryPoint: "job", Trigger: sys})
+	require.NoError(t, err)
+	_, err = h.RunInstance(t.Context(), reg, uuid.New(), &bgtask.ApplicationTriggerDetails{})
+	require.NoError(t, err)
+	ran, err := h.RunInstance(t.Context(), local, uuid.New(), nil)
+	require.NoError(t, err)
+	_, ok := reg.LastResult()
+	assert.True(t, ok, "this process's own")
+	require.NoError(t, h.Shutdown(t.Context()))
+
+	again := dispatchingHost(t, s, &queue{}, func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })
+	r, ok := again.Lookup(reg.TaskID())
+	require.True(t, ok)
+	_, ok = r.LastResult()
+	assert.False(t, ok, "not stored")
+	r, ok = again.Lookup(local.TaskID())
+	require.True(t, ok)
+	last, ok := r.LastResult()
+	assert.True(t, ok, "stored: it runs here only")
+	assert.Equal(t, ran.InstanceID, last.InstanceID)
+	require.NoError(t, again.Shutdown(t.Context()))
+}

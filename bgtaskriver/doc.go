@@ -98,7 +98,8 @@
 //   - Completed and progress handlers run only on the replica that ran the instance; the
 //     others read results and progress from the jobs ([Fleet.LastResult],
 //     [Fleet.Instance]), and RequestAndWait polls the job. A registration's own
-//     LastResult is its host's: it does not see the instances other replicas ran. A fire
+//     LastResult is its host's: it does not see the instances other replicas ran, and it
+//     is not written to the shared store, so it starts empty after a restart. A fire
 //     canceled before any replica took it raises no Completed event anywhere; its
 //     result says so.
 //   - Host.Cancel(reason) and Host.CancelInstance act on their own host only. A cancel
