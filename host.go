@@ -387,6 +387,7 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 	h.lock()
 	if same {
 		h.rebindLocked(r, b.Trigger, task)
+		h.restoreCountdownLocked(r, next)
 		h.unlock()
 		return nil
 	}
@@ -399,11 +400,17 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 	if r.unregistered || h.closed {
 		return ErrHostClosed
 	}
+	// The countdown goes on from where it is now, not from where it was when Ensure read
+	// it: the registration may have fired since, and that slot must not come due again.
+	goesOn := next.kind == timeKind && r.kind == timeKind && next.sched.period == r.sched.period
 	r.trigger.detach(r)
 	r.trigger, r.task = next.trigger, next.task
 	r.cancelOnLoss, r.maxExec, r.kind, r.oneShot, r.sysType, r.watch = next.cancelOnLoss, next.maxExec, next.kind, next.oneShot, next.sysType, next.watch
 	r.persistent = next.persistent
-	r.sched.period, r.sched.next = next.sched.period, next.sched.next
+	if !goesOn {
+		r.sched.period, r.sched.next = next.sched.period, next.sched.next
+	}
+	h.restoreCountdownLocked(r, next)
 	if r.running == nil && !r.held || r.kind != timeKind {
 		r.trigger.attach(r)
 	}
@@ -427,6 +434,14 @@ func sameCondition(a, b Condition) bool {
 
 // rebindLocked makes t r's trigger, keeping r's place in the scheduler: the trigger has the
 // settings r was registered with.
+// restoreCountdownLocked stores r again if its countdown moved since update stored
+// stored, its new settings with the countdown as Ensure first read it.
+func (h *Host) restoreCountdownLocked(r, stored *Registration) {
+	if r.persistent && r.sched.next != stored.sched.next {
+		h.saver.markDirty(r)
+	}
+}
+
 func (h *Host) rebindLocked(r *Registration, t Trigger, task BackgroundTask) {
 	r.task = task
 	if old, ok := r.trigger.(*ApplicationTrigger); ok && old != t {

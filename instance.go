@@ -244,6 +244,10 @@ func (i *instance) deliverOwn() {
 // runTask calls Run and releases its reference. It reports whether the
 // caller is to deliver the instance's events.
 func (i *instance) runTask() (deliverHere bool) {
+	if i.refs.Load() < 0 { // terminated before its goroutine ran: its result is out, Run is not called
+		i.goroutineDone()
+		return false
+	}
 	i.started.Store(time.Now().UnixNano())
 	returned := false
 	defer func() {

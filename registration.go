@@ -191,8 +191,11 @@ type CompletedEventArgs struct {
 	Canceled bool               // whether the instance was canceled
 	Reason   CancellationReason // why, when Canceled
 	Progress uint32             // the last progress value
-	Started  time.Time          // when Run was called; zero for a fire dropped before it started
-	Finished time.Time          // when the instance finished, was terminated, or was dropped
+	// Started is when Run was called: zero for a fire dropped before it started, and for an
+	// instance terminated before its goroutine could call Run (Err then matches
+	// ErrTerminated, and Run is never called).
+	Started  time.Time
+	Finished time.Time // when the instance finished, was terminated, or was dropped
 }
 
 // CheckResult returns Err.

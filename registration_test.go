@@ -285,3 +285,66 @@ func TestEnsureRacingInstances(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, h.Shutdown(context.Background()))
 }
+
+// An Ensure of a time-triggered registration keeps its countdown where it is when Ensure
+// is done, not where it was when Ensure began: a slot that fired meanwhile (here, while
+// Ensure writes the store) does not come due again, here or after a restart.
+func TestEnsureKeepsACountdownThatMovedMeanwhile(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*bgtask.Builder)
+	}{
+		{"changed", func(b *bgtask.Builder) { b.MaxExecutionTime = time.Hour }},
+		{"same", func(*bgtask.Builder) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { synctest.Test(t, func(t *testing.T) { ensureDuringAFire(t, tc.change) }) })
+	}
+}
+
+func ensureDuringAFire(t *testing.T, change func(*bgtask.Builder)) {
+	store := newMemStore()
+	var mu sync.Mutex
+	var slots []time.Time
+	ran := make(chan struct{}, 10)
+	task := bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
+		mu.Lock()
+		slots = append(slots, inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt)
+		mu.Unlock()
+		ran <- struct{}{}
+		return nil
+	})
+	runs := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(slots)
+	}
+	h := newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(store), bgtask.WithEntryPoint("job", task))
+	b := bgtask.Builder{Name: "x", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}}
+	_, err := h.Ensure(b)
+	require.NoError(t, err)
+	time.Sleep(30 * time.Second)
+	gate := make(chan struct{})
+	store.mu.Lock()
+	store.gate = gate
+	store.mu.Unlock()
+	change(&b)
+	done := make(chan error)
+	go func() { _, err := h.Ensure(b); done <- err }()
+	<-ran // the 1:00 fire, while Ensure waits for the store
+	synctest.Wait()
+	store.mu.Lock()
+	store.gate = nil
+	store.mu.Unlock()
+	close(gate)
+	require.NoError(t, <-done)
+	time.Sleep(10 * time.Second)
+	synctest.Wait()
+	require.NoError(t, h.Shutdown(context.Background()))
+	assert.Equal(t, 1, runs(), "the 1:00 slot ran again: %v", slots)
+
+	again := newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(store), bgtask.WithEntryPoint("job", task))
+	time.Sleep(10 * time.Second)
+	synctest.Wait()
+	assert.Equal(t, 1, runs(), "the store kept the countdown from before the 1:00 fire: %v", slots)
+	require.NoError(t, again.Shutdown(context.Background()))
+}
