@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // The baselines: bare River on the test database, with tuned fetch settings and trivial
@@ -57,7 +58,7 @@ func (benchArgs) Kind() string { return "bench" }
 // startRiver starts a River client that works benchArgs jobs with work, on a schema of its
 // own, with the tuned fetch settings, and stops it when b ends. It returns the client, and
 // the database and schema for the benchmark's other clients.
-func startRiver(b *testing.B, work river.Worker[benchArgs]) (*river.Client[pgx.Tx], *riverDB) {
+func startRiver[T river.JobArgs](b *testing.B, work river.Worker[T]) (*river.Client[pgx.Tx], *riverDB) {
 	b.Helper()
 	pool, schema := pgtest.Schema(b)
 	db := &riverDB{driver: riverpgxv5.New(pool), schema: schema}
@@ -197,6 +198,48 @@ func BenchmarkRiverThroughput(b *testing.B) {
 	})
 }
 
+// uniqueArgs is a trivial job shaped like a fleet's Request: a registration's TaskID and
+// name, unique while queued or running.
+type uniqueArgs struct {
+	TaskID uuid.UUID `json:"task_id" river:"unique"`
+	Name   string    `json:"name"`
+}
+
+func (uniqueArgs) Kind() string { return "bench_unique" }
+
+// BenchmarkRiverThroughputUnique is BenchmarkRiverThroughput with jobs that are unique as
+// the fleet's Requests are (bgtaskriver's requestUnique), each of a TaskID of its own:
+// what River's unique inserts cost, without bgtask.
+func BenchmarkRiverThroughputUnique(b *testing.B) {
+	var left atomic.Int64 // the jobs of this run not yet worked
+	worked := make(chan struct{}, 1)
+	client, _ := startRiver(b, river.WorkFunc(func(context.Context, *river.Job[uniqueArgs]) error {
+		if left.Add(-1) == 0 {
+			worked <- struct{}{}
+		}
+		return nil
+	}))
+	opts := &river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+		rivertype.JobStateScheduled, rivertype.JobStateRetryable,
+	}}}
+	benchThroughput(b, func(ctx context.Context, n int) error {
+		left.Store(int64(n))
+		for sent := 0; sent < n; {
+			batch := make([]river.InsertManyParams, min(insertBatch, n-sent))
+			for k := range batch {
+				batch[k] = river.InsertManyParams{Args: uniqueArgs{TaskID: uuid.New(), Name: "r1234"}, InsertOpts: opts}
+			}
+			if _, err := client.InsertMany(ctx, batch); err != nil {
+				return err
+			}
+			sent += len(batch)
+		}
+		_, err := receive(ctx, worked)
+		return err
+	})
+}
+
 // BenchmarkRiverInsertToWork measures from before Insert to the start of Work, one job at
 // a time, on one client.
 func BenchmarkRiverInsertToWork(b *testing.B) {
@@ -248,12 +291,12 @@ func BenchmarkRiverJobCancel(b *testing.B) {
 }
 
 // The same three measures through bgtaskriver: fires requested on a host whose Fleet runs
-// them, with River tuned as above. On two cores, quiet but for Postgres: throughput 0.59–0.66×
-// River's (10,000–11,500 fires/s against 17,000–17,800; Postgres spends 12% more time per
-// job, on unique inserts, and the process twice River's CPU per job, on the host's
-// Request and instance, River's unique keys, and garbage collection), Request → Run p50
-// 1.46 ms against Insert → Work 1.59, Fleet.Cancel → context done p50 0.45 ms against
-// JobCancel's 0.47.
+// them, with River tuned as above. On two cores, quiet but for Postgres, five runs:
+// throughput 0.63–0.70× River's (8,900–11,900 fires/s against 13,900–18,000), where unique
+// jobs alone (BenchmarkRiverThroughputUnique) reach 0.72–0.82×: a Request's job must be
+// unique while queued or running; the rest is the host's Request and instance and garbage
+// collection. Request → Run p50 1.46 ms against Insert → Work 1.59, Fleet.Cancel → context
+// done p50 0.45 ms against JobCancel's 0.47.
 
 // benchRequesters is how many goroutines Request at once in BenchmarkFleetThroughput: the
 // fleet groups their inserts (insert.go), so it bounds the jobs of one InsertMany.
