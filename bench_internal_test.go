@@ -37,8 +37,8 @@ func BenchmarkTimeTriggersDueAtOneInstant(b *testing.B) {
 		all.Add(lateBurst)
 		h.lock()
 		due := h.now() + int64(100*time.Millisecond)
-		for k := range h.sched.due {
-			h.sched.due[k].next, h.sched.due[k].r.sched.next = due, due
+		for _, r := range h.sched.due {
+			r.sched.next = due
 		}
 		h.unlock()
 		h.sched.wake <- struct{}{} // the earliest time changed (all equal: the heap holds)

@@ -20,19 +20,11 @@ type schedState struct {
 }
 
 type scheduler struct {
-	due []dueEntry // a binary min-heap on next
-
-	wake chan struct{} // the earliest fire changed; buffered, never blocks the sender
+	due  []*Registration // a binary min-heap on sched.next
+	wake chan struct{}   // the earliest fire changed; buffered, never blocks the sender
 	// dispatch are the time fires for the Dispatcher, handed to it once the lock is free.
 	dispatch []timeFire
 	stop     chan struct{} // closed by Shutdown
-}
-
-// dueEntry is a registration in the heap, with a copy of its sched.next (which does not
-// change while it is there), so that ordering the heap reads no registration.
-type dueEntry struct {
-	next int64
-	r    *Registration
 }
 
 func newScheduler() *scheduler {
@@ -105,8 +97,8 @@ const fireBatch = 64
 // heap until they are retired. Each instance starts for the latest slot of its grid that
 // has come when it starts (catchUpLocked): a fire held meanwhile starts for a later slot.
 func (s *scheduler) fireDueLocked(h *Host, now int64) {
-	for n := 0; n < fireBatch && len(s.due) > 0 && s.due[0].next <= now; n++ {
-		r := s.due[0].r
+	for n := 0; n < fireBatch && len(s.due) > 0 && s.due[0].sched.next <= now; n++ {
+		r := s.due[0]
 		s.remove(r)
 		if h.dispatched(r) {
 			s.dispatchLocked(h, r)
@@ -149,7 +141,7 @@ func (s *scheduler) untilNextLocked(h *Host) (time.Duration, bool) {
 	if len(s.due) == 0 {
 		return 0, false
 	}
-	return time.Duration(s.due[0].next - h.now()), true
+	return time.Duration(s.due[0].sched.next - h.now()), true
 }
 
 // stopSchedulerLocked ends the scheduler goroutine; Shutdown calls it once.
@@ -163,7 +155,7 @@ func (h *Host) stopSchedulerLocked() {
 
 func (s *scheduler) add(r *Registration) {
 	r.sched.index = int32(len(s.due))
-	s.due = append(s.due, dueEntry{r.sched.next, r})
+	s.due = append(s.due, r)
 	s.up(len(s.due) - 1)
 	if r.sched.index == 0 {
 		select { // tell the goroutine of the new earliest fire
@@ -179,7 +171,7 @@ func (s *scheduler) remove(r *Registration) {
 	if k != last {
 		s.swap(k, last)
 	}
-	s.due[last] = dueEntry{}
+	s.due[last] = nil
 	s.due = s.due[:last]
 	r.sched.index = -1
 	if k != last && !s.down(k) {
@@ -187,12 +179,12 @@ func (s *scheduler) remove(r *Registration) {
 	}
 }
 
-func (s *scheduler) less(a, b int) bool { return s.due[a].next < s.due[b].next }
+func (s *scheduler) less(a, b int) bool { return s.due[a].sched.next < s.due[b].sched.next }
 
 func (s *scheduler) swap(a, b int) {
 	s.due[a], s.due[b] = s.due[b], s.due[a]
-	s.due[a].r.sched.index = int32(a)
-	s.due[b].r.sched.index = int32(b)
+	s.due[a].sched.index = int32(a)
+	s.due[b].sched.index = int32(b)
 }
 
 func (s *scheduler) up(k int) {
