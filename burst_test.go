@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bgtask-go/bgtask"
@@ -607,89 +608,55 @@ func TestBurstDispatcher(t *testing.T) {
 	}
 }
 
-// Ensure changing MaxExecutionTime during a burst: no slot runs twice.
+// Ensure during a burst, changing a setting or only the task: no slot runs twice, and the
+// new task runs from the next fire on.
 func TestBurstEnsure(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHost(t, bgtask.WithLogger(nil))
-		l := newLedger(h)
-		var runs atomic.Int64
-		n := 1000
-		task := bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
-			l.ran(inst)
-			runs.Add(1)
-			return nil
-		})
-		regs := burstRegs(t, h, l, n, task)
-		var wg sync.WaitGroup
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(time.Minute)
-				for k := g; k < n; k += 4 {
-					_, err := h.Ensure(bgtask.Builder{Name: fmt.Sprint("burst", k), Task: task,
-						Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}, MaxExecutionTime: time.Duration(1+rand.IntN(5)) * time.Hour})
-					if err != nil {
-						panic(err)
-					}
-				}
-			}()
-		}
-		time.Sleep(time.Minute + time.Millisecond)
-		wg.Wait()
-		requireIdle(t, h)
-		requireRescheduled(t, regs)
-		time.Sleep(time.Minute)
-		requireIdle(t, h)
-		require.NoError(t, h.Shutdown(context.Background()))
-		l.check(t, true)
-	})
+	for _, tc := range []struct {
+		name  string
+		limit func() time.Duration
+	}{
+		{"changed", func() time.Duration { return time.Duration(1+rand.IntN(5)) * time.Hour }},
+		{"same", func() time.Duration { return 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { synctest.Test(t, func(t *testing.T) { ensureDuringABurst(t, tc.limit) }) })
+	}
 }
 
-// Ensure with the same settings (rebind: new Task) during the burst.
-func TestBurstEnsureSame(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHost(t, bgtask.WithLogger(nil))
-		l := newLedger(h)
-		var runs, runs2 atomic.Int64
-		n := 1000
-		task := bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
+func ensureDuringABurst(t *testing.T, limit func() time.Duration) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	l := newLedger(h)
+	var runs, runs2 atomic.Int64
+	const n = 1000
+	counting := func(c *atomic.Int64) bgtask.TaskFunc {
+		return func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
 			l.ran(inst)
-			runs.Add(1)
+			c.Add(1)
 			return nil
-		})
-		task2 := bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
-			l.ran(inst)
-			runs2.Add(1)
-			return nil
-		})
-		regs := burstRegs(t, h, l, n, task)
-		var wg sync.WaitGroup
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(time.Minute)
-				for k := g; k < n; k += 4 {
-					if _, err := h.Ensure(bgtask.Builder{Name: fmt.Sprint("burst", k), Task: task2,
-						Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}}); err != nil {
-						panic(err)
-					}
-				}
-			}()
 		}
-		time.Sleep(time.Minute + time.Millisecond)
-		wg.Wait()
-		requireIdle(t, h)
-		requireRescheduled(t, regs)
-		require.Equal(t, int64(n), runs.Load()+runs2.Load())
-		time.Sleep(time.Minute)
-		requireIdle(t, h)
-		require.Equal(t, int64(2*n), runs.Load()+runs2.Load())
-		require.GreaterOrEqual(t, runs2.Load(), int64(n))
-		require.NoError(t, h.Shutdown(context.Background()))
-		l.check(t, true)
-	})
+	}
+	regs := burstRegs(t, h, l, n, counting(&runs))
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			time.Sleep(time.Minute)
+			for k := g; k < n; k += 4 {
+				_, err := h.Ensure(bgtask.Builder{Name: fmt.Sprint("burst", k), Task: counting(&runs2),
+					Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}, MaxExecutionTime: limit()})
+				assert.NoError(t, err)
+			}
+		})
+	}
+	time.Sleep(time.Minute + time.Millisecond)
+	wg.Wait()
+	requireIdle(t, h)
+	requireRescheduled(t, regs)
+	require.Equal(t, int64(n), runs.Load()+runs2.Load())
+	time.Sleep(time.Minute)
+	requireIdle(t, h)
+	require.Equal(t, int64(2*n), runs.Load()+runs2.Load())
+	require.GreaterOrEqual(t, runs2.Load(), int64(n), "the new task from the next fire on")
+	require.NoError(t, h.Shutdown(context.Background()))
+	l.check(t, true)
 }
 
 // MaxExecutionTime and IdleTimeout expiring during a burst; tasks that run past the
