@@ -432,16 +432,17 @@ func sameCondition(a, b Condition) bool {
 	return ta == tb && ta.Comparable() && a == b
 }
 
-// rebindLocked makes t r's trigger, keeping r's place in the scheduler: the trigger has the
-// settings r was registered with.
-// restoreCountdownLocked stores r again if its countdown moved since update stored
-// stored, its new settings with the countdown as Ensure first read it.
+// restoreCountdownLocked has r written to the store again if its countdown moved after
+// update stored the record of stored: r's new settings, with the countdown as Ensure
+// first read it.
 func (h *Host) restoreCountdownLocked(r, stored *Registration) {
 	if r.persistent && r.sched.next != stored.sched.next {
 		h.saver.markDirty(r)
 	}
 }
 
+// rebindLocked makes t r's trigger, keeping r's place in the scheduler: the trigger has the
+// settings r was registered with.
 func (h *Host) rebindLocked(r *Registration, t Trigger, task BackgroundTask) {
 	r.task = task
 	if old, ok := r.trigger.(*ApplicationTrigger); ok && old != t {
