@@ -89,7 +89,7 @@ type instance struct {
 	limit   time.Duration
 	ctx     context.Context
 	stop    context.CancelCauseFunc
-	started atomic.Int64 // when Run was called, in Unix nanoseconds; 0 before
+	started atomic.Int64 // when Run was called, in Unix nanoseconds; 0 before; neverStarted
 
 	refs       atomic.Int64 // whether and how it ended: see runRef in deferral.go
 	goroutines atomic.Int32 // Run and Go funcs not yet returned
@@ -244,11 +244,10 @@ func (i *instance) deliverOwn() {
 // runTask calls Run and releases its reference. It reports whether the
 // caller is to deliver the instance's events.
 func (i *instance) runTask() (deliverHere bool) {
-	if i.refs.Load() < 0 { // terminated before its goroutine ran: its result is out, Run is not called
+	if !i.started.CompareAndSwap(0, time.Now().UnixNano()) { // terminated first: Run is not called
 		i.goroutineDone()
 		return false
 	}
-	i.started.Store(time.Now().UnixNano())
 	returned := false
 	defer func() {
 		if !returned { // Run called runtime.Goexit: the goroutine ends after this
@@ -355,6 +354,7 @@ func (i *instance) terminate() {
 			break
 		}
 	}
+	i.started.CompareAndSwap(0, neverStarted) // Run is not called if it was not yet
 	runLeft := old >= runRef
 	goRunning := int(i.goroutines.Load())
 	if runLeft {
@@ -426,9 +426,12 @@ func (i *instance) addTimer(d time.Duration, f func()) *time.Timer {
 	return t
 }
 
-// startedAt returns when Run was called, zero before.
+// neverStarted is instance.started of an instance terminated before Run was called.
+const neverStarted = -1
+
+// startedAt returns when Run was called, zero before and if never.
 func (i *instance) startedAt() time.Time {
-	if n := i.started.Load(); n != 0 {
+	if n := i.started.Load(); n > 0 {
 		return time.Unix(0, n)
 	}
 	return time.Time{}

@@ -192,8 +192,8 @@ type CompletedEventArgs struct {
 	Reason   CancellationReason // why, when Canceled
 	Progress uint32             // the last progress value
 	// Started is when Run was called: zero for a fire dropped before it started, and for an
-	// instance terminated before its goroutine could call Run (Err then matches
-	// ErrTerminated, and Run is never called).
+	// instance terminated before its goroutine called Run (Err then matches ErrTerminated,
+	// and Run is never called). Run is called if and only if Started is set.
 	Started  time.Time
 	Finished time.Time // when the instance finished, was terminated, or was dropped
 }
