@@ -3,6 +3,7 @@ package bgtask
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,7 +31,10 @@ type Dispatcher interface {
 	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
 	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
 	// host's: a fire made while it is suspended is still handed over, for another
-	// process to run. A OneShot registration is unregistered once a fire is Allowed.
+	// process to run. A OneShot registration is unregistered when its instance starts, by
+	// RunInstance in the process that runs it, so that the process that takes the fire
+	// still knows the registration; once Dispatch allowed its fire, the dispatching host
+	// refuses the next ones itself (DisabledByPolicy).
 	Dispatch(ctx context.Context, r *Registration, details any, wait bool) (CompletedEventArgs, ApplicationTriggerResult, error)
 }
 
@@ -102,10 +106,11 @@ func (h *Host) fleetIdentity(r *Registration) error {
 
 // dispatch hands a fire to the dispatcher, answering as fire does; call runs the program's
 // code (Dispatch), so that a panic in it is recovered, and named on a library goroutine.
-// A OneShot registration is unregistered once the dispatcher took its fire.
+// Once the dispatcher took a OneShot registration's fire, further fires here are refused:
+// it is unregistered when its instance starts (RunInstance), wherever that is.
 func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waiter chan<- CompletedEventArgs, call func(func()) error) (ApplicationTriggerResult, error) {
 	h.lock()
-	refused := h.closed || r.unregistered
+	refused := h.closed || r.unregistered || r.spent
 	h.unlock()
 	if refused {
 		return DisabledByPolicy, nil
@@ -121,9 +126,8 @@ func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waite
 	}
 	if res == Allowed && r.oneShot {
 		h.lock()
-		h.unregisterLocked(r, Abort)
+		r.spent = true
 		h.unlock()
-		h.saver.deleteLater(r.id)
 	}
 	if res == Allowed && waiter != nil {
 		waiter <- out // it has room for it
@@ -162,9 +166,11 @@ func (h *Host) dispatchTimes(j *job, fires []timeFire) {
 func (s *scheduler) dispatchLocked(h *Host, r *Registration) {
 	details := r.catchUpLocked(nil).(*TimeTriggerDetails)
 	s.dispatch = append(s.dispatch, timeFire{r, details})
-	if !r.oneShot { // a OneShot one is unregistered once the dispatcher took its fire
-		s.add(r)
+	if r.oneShot {
+		r.sched.next = math.MaxInt64 // it fires once (see dispatch): never again, also in its record
+		return
 	}
+	s.add(r)
 }
 
 // timeFire is a time fire of a dispatched registration, to hand to the dispatcher once

@@ -433,8 +433,14 @@ func TestDispatchedOneShotTimeTriggerIsHandedOverOnce(t *testing.T) {
 		require.NoError(t, err)
 		time.Sleep(3 * time.Minute)
 		synctest.Wait()
-		assert.Len(t, q.taken(), 1)
-		assert.Empty(t, h.AllTasks())
+		require.Len(t, q.taken(), 1)
+		r := q.taken()[0].r
+		_, ok := r.NextFire()
+		assert.False(t, ok, "it fires once")
+		assert.Len(t, h.AllTasks(), 1, "registered until its instance starts, wherever that is")
+		_, err = h.RunInstance(t.Context(), r, uuid.New(), q.taken()[0].details)
+		require.NoError(t, err)
+		assert.Empty(t, h.AllTasks(), "unregistered by its instance's start")
 		require.NoError(t, h.Shutdown(t.Context()))
 	})
 }
@@ -497,4 +503,36 @@ func TestDispatchedLastResultIsNotStored(t *testing.T) {
 	assert.True(t, ok, "stored: it runs here only")
 	assert.Equal(t, ran.InstanceID, last.InstanceID)
 	require.NoError(t, again.Shutdown(t.Context()))
+}
+
+// A OneShot registration's fire, once the dispatcher took it, keeps the registration, here
+// and in the store, until its instance starts: whichever process runs the fire must still
+// know the registration. Its later fires are refused here.
+func TestDispatchedOneShotStaysUntilItsInstanceStarts(t *testing.T) {
+	s := newMemStore()
+	q := &queue{}
+	h := dispatchingHost(t, s, q, nopTask)
+	trig := &bgtask.ApplicationTrigger{OneShot: true}
+	r, err := h.Register(bgtask.Builder{Name: "once", TaskEntryPoint: "job", Trigger: trig})
+	require.NoError(t, err)
+	res, err := trig.Request(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.Allowed, res)
+	res, err = trig.Request(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.DisabledByPolicy, res, "it fires once")
+	assert.Len(t, q.taken(), 1)
+	require.NoError(t, h.Shutdown(t.Context()))
+
+	other := dispatchingHost(t, s, &queue{}, nopTask) // another process, or this one restarted
+	restored, ok := other.Lookup(r.TaskID())
+	require.True(t, ok, "kept in the store until its instance starts")
+	_, err = other.RunInstance(t.Context(), restored, uuid.New(), q.taken()[0].details)
+	require.NoError(t, err)
+	require.NoError(t, other.Shutdown(t.Context()))
+
+	last := dispatchingHost(t, s, &queue{}, nopTask)
+	_, ok = last.Lookup(r.TaskID())
+	assert.False(t, ok, "its instance's start unregistered it, in the store too")
+	require.NoError(t, last.Shutdown(t.Context()))
 }

@@ -49,6 +49,7 @@ type Registration struct {
 	unregisterCalled bool // by the program; a OneShot registration unregisters itself too
 	quiet            bool // its trigger's and conditions' watches are stopped
 	oneShot          bool // the trigger's settings, read once by Register
+	spent            bool // a OneShot whose fire a Dispatcher took (see Host.dispatch)
 	kind             triggerKind
 	persistent       bool                // kept in the host\'s store
 	last             *CompletedEventArgs // the last Completed event\'s arguments
@@ -147,12 +148,13 @@ func (r *Registration) Unregister(cancelTask bool) {
 }
 
 // NextFire returns when the registration's TimeTrigger is next due, and false for a
-// registration with another trigger or one that is unregistered. A fire due while the
-// instance runs starts when it ends (see [TimeTrigger]).
+// registration with another trigger, one that is unregistered, or a OneShot one whose
+// fire a [Dispatcher] took. A fire due while the instance runs starts when it ends (see
+// [TimeTrigger]).
 func (r *Registration) NextFire() (time.Time, bool) {
 	r.host.lock()
 	defer r.host.unlock()
-	if r.kind != timeKind || r.unregistered {
+	if r.kind != timeKind || r.unregistered || r.spent {
 		return time.Time{}, false
 	}
 	return r.host.epoch.Add(time.Duration(r.sched.next)), true

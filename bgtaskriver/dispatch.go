@@ -68,10 +68,11 @@ var (
 		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
 		rivertype.JobStateScheduled, rivertype.JobStateRetryable,
 	}}
-	// timeUnique makes a time fire a duplicate of any job of the same time, in every
-	// state, finished ones included: each time of the grid runs once, ever (as long as
-	// River keeps finished jobs; see the package doc).
-	timeUnique = river.UniqueOpts{ByArgs: true, ByState: rivertype.JobStates()}
+	// onceUnique makes a job a duplicate of any job with the same key in every state,
+	// finished ones included: each time of a grid runs once, ever, and so does the one
+	// fire of a OneShot registration (as long as River keeps finished jobs; see the
+	// package doc).
+	onceUnique = river.UniqueOpts{ByArgs: true, ByState: rivertype.JobStates()}
 )
 
 // dispatcher is the fleet's bgtask.Dispatcher.
@@ -116,12 +117,15 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 			return nil, err
 		}
 		opts.UniqueOpts = requestUnique
+		if t, ok := r.Trigger().(*bgtask.ApplicationTrigger); ok && t.OneShot {
+			opts.UniqueOpts = onceUnique // other replicas still have the registration
+		}
 	case *bgtask.TimeTriggerDetails:
 		at := d.ScheduledAt.UTC()
 		// Not InsertOpts.ScheduledAt: River would insert the job as scheduled, for its
 		// leader to make available within 5 s.
 		args.ScheduledAt = &at
-		opts.UniqueOpts = timeUnique
+		opts.UniqueOpts = onceUnique
 	default:
 		return nil, fmt.Errorf("bgtaskriver: a fire of %q with details %T: only ApplicationTrigger and TimeTrigger fires travel: %w",
 			r.Name(), details, bgtask.ErrInvalidArgument)

@@ -86,10 +86,15 @@
 //     replica elected leader, finds them older than [Config].RescueAfter: they then run
 //     again on another replica. A job's replica may crash 25 times before River discards
 //     it.
+//   - A OneShot registration fires once in the fleet. The replica that took its fire
+//     refuses the next ones itself, and its job is unique in every state, so a Request on
+//     another replica is refused too (CurrentlyRunning). The registration stays, in the
+//     store too, until its instance starts, on whichever replica: that one unregisters it
+//     and deletes its record; the other replicas drop it at their next start.
 //
 // Results stay readable as long as River keeps finished jobs (its Config's retention
-// periods, 24 hours for completed and cancelled jobs by default). Time fires' jobs are
-// unique for as long.
+// periods, 24 hours for completed and cancelled jobs by default). The jobs of time fires
+// and of OneShot registrations are unique for as long.
 //
 // # What cannot map
 //

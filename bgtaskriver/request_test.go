@@ -2,6 +2,7 @@ package bgtaskriver_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -97,4 +98,40 @@ func TestUnknownRegistrationWaitsForAReplicaThatHasIt(t *testing.T) {
 	none(t, started, "b cannot run it")
 	a.start(t)
 	assert.Equal(t, "a", next(t, started).replica)
+}
+
+// A OneShot registration's Request runs once in the fleet: on whichever replica takes it,
+// the one that requested it included, and never again from any replica.
+func TestOneShotRequestRunsOnceInTheFleet(t *testing.T) {
+	t.Parallel()
+	for _, replicas := range []int{1, 2} {
+		t.Run(fmt.Sprint(replicas, " replicas"), func(t *testing.T) {
+			t.Parallel()
+			db := newFleetDB(t)
+			entry, started := runs(nil)
+			var trigs []*bgtask.ApplicationTrigger
+			var rs []*replica
+			for k := range replicas {
+				r := db.replica(t, fmt.Sprint("r", k), bgtaskriver.Config{}, entry(fmt.Sprint("r", k)))
+				trig := &bgtask.ApplicationTrigger{OneShot: true}
+				r.ensure(t, bgtask.Builder{Name: "once", TaskEntryPoint: "job", Trigger: trig})
+				trigs, rs = append(trigs, trig), append(rs, r)
+			}
+			res, err := trigs[0].Request(t.Context(), nil)
+			require.NoError(t, err)
+			require.Equal(t, bgtask.Allowed, res)
+			for _, r := range rs {
+				r.start(t)
+			}
+			got := next(t, started)
+			st := finished(t, rs[0].fleet, got.id)
+			assert.NoError(t, st.Result.Err)
+			for _, trig := range trigs {
+				res, err := trig.Request(t.Context(), nil)
+				require.NoError(t, err)
+				assert.NotEqual(t, bgtask.Allowed, res, "it fires once")
+			}
+			none(t, started, "a second run")
+		})
+	}
 }
