@@ -33,8 +33,9 @@ type Dispatcher interface {
 	// host's: a fire made while it is suspended is still handed over, for another
 	// process to run. A OneShot registration is unregistered when its instance starts, by
 	// RunInstance in the process that runs it, so that the process that takes the fire
-	// still knows the registration; once Dispatch allowed its fire, the dispatching host
-	// refuses the next ones itself (DisabledByPolicy).
+	// still knows the registration; once Dispatch answered Allowed or CurrentlyRunning to
+	// one of its fires, the dispatching host refuses the next ones itself
+	// (DisabledByPolicy).
 	Dispatch(ctx context.Context, r *Registration, details any, wait bool) (CompletedEventArgs, ApplicationTriggerResult, error)
 }
 
@@ -124,7 +125,7 @@ func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waite
 	if err != nil {
 		return UnknownError, err
 	}
-	if res == Allowed && r.oneShot {
+	if r.oneShot && (res == Allowed || res == CurrentlyRunning) { // the fleet has its one fire
 		h.lock()
 		r.spent = true
 		h.unlock()
@@ -164,12 +165,16 @@ func (h *Host) dispatchTimes(j *job, fires []timeFire) {
 // dispatchLocked takes r's time fire, for the latest time of its grid that came, for
 // the dispatcher, and puts r back on the schedule: nothing of it runs here in between.
 func (s *scheduler) dispatchLocked(h *Host, r *Registration) {
-	details := r.catchUpLocked(nil).(*TimeTriggerDetails)
-	s.dispatch = append(s.dispatch, timeFire{r, details})
 	if r.oneShot {
-		r.sched.next = math.MaxInt64 // it fires once (see dispatch): never again, also in its record
+		// It fires once (see dispatch). Its record is left as it is, for the process that
+		// runs the fire to delete: written here, it could come back after that delete.
+		at, _ := r.latestSlotLocked()
+		r.sched.next = math.MaxInt64
+		s.dispatch = append(s.dispatch, timeFire{r, &TimeTriggerDetails{ScheduledAt: h.epoch.Add(time.Duration(at))}})
 		return
 	}
+	details := r.catchUpLocked(nil).(*TimeTriggerDetails)
+	s.dispatch = append(s.dispatch, timeFire{r, details})
 	s.add(r)
 }
 
@@ -191,7 +196,9 @@ type timeFire struct {
 // [*CanceledError] (see [context.WithCancelCause]), else with Abort; RunInstance then
 // still waits for the instance to end, within the grace period. A ctx done before the
 // call starts nothing and returns ctx's error. A OneShot registration is unregistered when
-// the instance starts, as for any fire.
+// the instance starts, as for any fire; with a store, its record is deleted when the
+// instance ends, unless it ended canceled with Terminating: this process is going away,
+// and the fire may run again in another, which must find the registration.
 //
 // It does not start the instance, and returns an error matching [ErrHeld], when a fire of
 // r would be held here: r's instance is running, the host is suspended, a condition of r
@@ -220,7 +227,11 @@ func (h *Host) RunInstance(ctx context.Context, r *Registration, id uuid.UUID, d
 	}
 	stop := context.AfterFunc(ctx, func() { i.cancel(reasonOf(ctx)) })
 	defer stop()
-	return <-waiter, nil
+	out := <-waiter
+	if r.oneShot && r.persistent && !(out.Canceled && out.Reason == Terminating) {
+		h.saver.deleteLater(r.id) // see runLocked
+	}
+	return out, nil
 }
 
 // runLocked starts RunInstance's instance, if nothing holds it; unlock launches it.
@@ -242,10 +253,11 @@ func (h *Host) runLocked(r *Registration, id uuid.UUID, details any, waiter chan
 	i := h.newInstanceLocked(r, details, id)
 	i.waiters = []chan<- CompletedEventArgs{waiter}
 	if r.oneShot {
+		// Unregistered here at once; its record stays until the instance ends (see
+		// RunInstance), and for good if it ends canceled with Terminating: its process
+		// is going away, and the dispatcher may run the fire again in another process,
+		// which must find the registration.
 		h.unregisterLocked(r, Abort)
-		if r.persistent {
-			h.saver.deleteLater(r.id)
-		}
 	}
 	return i, nil
 }

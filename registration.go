@@ -3,6 +3,7 @@ package bgtask
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -148,13 +149,13 @@ func (r *Registration) Unregister(cancelTask bool) {
 }
 
 // NextFire returns when the registration's TimeTrigger is next due, and false for a
-// registration with another trigger, one that is unregistered, or a OneShot one whose
-// fire a [Dispatcher] took. A fire due while the instance runs starts when it ends (see
+// registration with another trigger, one that is unregistered, one that never fires again
+// (a period too long to add), or a OneShot one whose fire a [Dispatcher] took. A fire due while the instance runs starts when it ends (see
 // [TimeTrigger]).
 func (r *Registration) NextFire() (time.Time, bool) {
 	r.host.lock()
 	defer r.host.unlock()
-	if r.kind != timeKind || r.unregistered || r.spent {
+	if r.kind != timeKind || r.unregistered || r.spent || r.sched.next == math.MaxInt64 {
 		return time.Time{}, false
 	}
 	return r.host.epoch.Add(time.Duration(r.sched.next)), true

@@ -112,16 +112,25 @@ func (s *scheduler) fireDueLocked(h *Host, now int64) {
 // has come, and moves r past it. details is returned as it is if no slot came since the
 // last fire.
 func (r *Registration) catchUpLocked(details any) any {
-	st, now := &r.sched, r.host.now()
-	if st.next > now {
+	at, came := r.latestSlotLocked()
+	if !came {
 		return details
 	}
-	at := st.next + (now-st.next)/st.period*st.period
-	st.next = addSat(at, st.period)
+	r.sched.next = addSat(at, r.sched.period)
 	if r.persistent {
 		r.host.saver.markDirty(r)
 	}
 	return &TimeTriggerDetails{ScheduledAt: r.host.epoch.Add(time.Duration(at))}
+}
+
+// latestSlotLocked returns the latest slot of r's grid that has come, if one came since
+// the last fire.
+func (r *Registration) latestSlotLocked() (at int64, came bool) {
+	st, now := &r.sched, r.host.now()
+	if st.next > now {
+		return 0, false
+	}
+	return st.next + (now-st.next)/st.period*st.period, true
 }
 
 // rescheduleLocked puts a time-triggered registration back on the schedule once it is free:

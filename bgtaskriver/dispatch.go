@@ -43,6 +43,10 @@ type jobArgs struct {
 	// insert one job per time of the grid. A Request's job has no ScheduledAt, so its key
 	// is its TaskID alone.
 	ScheduledAt *time.Time `json:"scheduled_at,omitempty" river:"unique"`
+	// Once is a OneShot TimeTrigger's time, in UTC, in place of ScheduledAt: not part of
+	// the key, so that the key is the TaskID alone and the fleet runs it once, whatever
+	// time of the grid each replica's Register gave it.
+	Once *time.Time `json:"once,omitempty"`
 }
 
 // Kind is River's name for the jobs of the fleet.
@@ -50,8 +54,8 @@ func (jobArgs) Kind() string { return kind }
 
 // details returns the TriggerDetails of the instance that runs the job.
 func (a *jobArgs) details() (any, error) {
-	if a.ScheduledAt != nil {
-		return &bgtask.TimeTriggerDetails{ScheduledAt: *a.ScheduledAt}, nil
+	if at := cmp.Or(a.ScheduledAt, a.Once); at != nil {
+		return &bgtask.TimeTriggerDetails{ScheduledAt: *at}, nil
 	}
 	args, err := decodeArgs(a.Args, a.ArgTypes)
 	if err != nil {
@@ -117,7 +121,7 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 			return nil, err
 		}
 		opts.UniqueOpts = requestUnique
-		if t, ok := r.Trigger().(*bgtask.ApplicationTrigger); ok && t.OneShot {
+		if oneShot(r) {
 			opts.UniqueOpts = onceUnique // other replicas still have the registration
 		}
 	case *bgtask.TimeTriggerDetails:
@@ -125,6 +129,9 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 		// Not InsertOpts.ScheduledAt: River would insert the job as scheduled, for its
 		// leader to make available within 5 s.
 		args.ScheduledAt = &at
+		if oneShot(r) {
+			args.ScheduledAt, args.Once = nil, &at
+		}
 		opts.UniqueOpts = onceUnique
 	default:
 		return nil, fmt.Errorf("bgtaskriver: a fire of %q with details %T: only ApplicationTrigger and TimeTrigger fires travel: %w",
@@ -135,6 +142,17 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 		key:    keyOf(args),
 		done:   make(chan struct{}, 1),
 	}, nil
+}
+
+// oneShot reports whether r's trigger is OneShot: its one fire runs once in the fleet.
+func oneShot(r *bgtask.Registration) bool {
+	switch t := r.Trigger().(type) {
+	case *bgtask.ApplicationTrigger:
+		return t.OneShot
+	case *bgtask.TimeTrigger:
+		return t.OneShot
+	}
+	return false
 }
 
 // jobKey is what River's unique key of a job is made of: its TaskID, and a time fire's

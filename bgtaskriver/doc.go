@@ -86,11 +86,14 @@
 //     replica elected leader, finds them older than [Config].RescueAfter: they then run
 //     again on another replica. A job's replica may crash 25 times before River discards
 //     it.
-//   - A OneShot registration fires once in the fleet. The replica that took its fire
-//     refuses the next ones itself, and its job is unique in every state, so a Request on
-//     another replica is refused too (CurrentlyRunning). The registration stays, in the
-//     store too, until its instance starts, on whichever replica: that one unregisters it
-//     and deletes its record; the other replicas drop it at their next start.
+//   - A OneShot registration fires once in the fleet. Its job is unique by TaskID alone,
+//     in every state (a OneShot TimeTrigger's time is not part of the key, as each
+//     replica's Register gives it its own), so the fires of other replicas are refused
+//     (CurrentlyRunning), and a replica whose fire was refused or taken refuses the next
+//     ones itself. The replica whose instance starts unregisters it, and deletes its
+//     record once the instance ends, unless it was handed back by a stopping replica: the
+//     replica that runs it again, even one that only restored it from the store, finds
+//     it. The other replicas drop it at their next start.
 //
 // Results stay readable as long as River keeps finished jobs (its Config's retention
 // periods, 24 hours for completed and cancelled jobs by default). The jobs of time fires

@@ -110,13 +110,14 @@ func (f *Fleet) run(ctx context.Context, h *bgtask.Host, r *bgtask.Registration,
 	case err != nil:
 		return err
 	}
-	return f.end(ctx, out)
+	return f.end(ctx, r, out)
 }
 
 // end ends the job of an instance that ran, with out its result. An instance canceled
 // with Terminating was canceled because its replica is going away (Fleet.Stop, or
 // Host.Shutdown before it): its fire runs again on another replica, unless
-// Config.StopCancelsJobs. Returning ctx's error when River is stopping makes River hand
+// Config.StopCancelsJobs (a OneShot registration's record, kept by the host for that run,
+// is then deleted). Returning ctx's error when River is stopping makes River hand
 // the job back, with its attempt; a snooze does the same otherwise. Any other result ends
 // the job: a canceled instance's cancelled, and any other's completed, a task's error or
 // panic included (a result, not a reason to run it again).
@@ -125,12 +126,19 @@ func (f *Fleet) run(ctx context.Context, h *bgtask.Host, r *bgtask.Registration,
 // canceled, no progress), which the row itself tells (see resultOfRow): writing an output
 // made Postgres spend 70% more time completing jobs in BenchmarkFleetThroughput
 // (pg_stat_statements: 2.7 s against 1.6 s for 31,000 jobs).
-func (f *Fleet) end(ctx context.Context, out bgtask.CompletedEventArgs) error {
-	if out.Canceled && out.Reason == bgtask.Terminating && !f.cfg.StopCancelsJobs {
-		if err := ctx.Err(); err != nil {
-			return err
+func (f *Fleet) end(ctx context.Context, r *bgtask.Registration, out bgtask.CompletedEventArgs) error {
+	if out.Canceled && out.Reason == bgtask.Terminating {
+		if !f.cfg.StopCancelsJobs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return river.JobSnooze(0)
 		}
-		return river.JobSnooze(0)
+		if oneShot(r) { // the host kept its record for a run elsewhere, which will not come
+			if err := f.store.Apply(context.WithoutCancel(ctx), nil, []uuid.UUID{r.TaskID()}); err != nil {
+				f.log.Error("bgtaskriver: deleting a OneShot registration that ran", "task", r.TaskID(), "error", err)
+			}
+		}
 	}
 	if out.Err != nil || out.Canceled || out.Progress != 0 {
 		f.record(ctx, recordOf(out))
