@@ -173,29 +173,7 @@ func receive[T any](ctx context.Context, c <-chan T) (T, error) {
 // BenchmarkRiverThroughput inserts trivial jobs with InsertMany, insertBatch at a time,
 // while the client works them.
 func BenchmarkRiverThroughput(b *testing.B) {
-	var left atomic.Int64 // the jobs of this run not yet worked
-	worked := make(chan struct{}, 1)
-	client, _ := startRiver(b, river.WorkFunc(func(context.Context, *river.Job[benchArgs]) error {
-		if left.Add(-1) == 0 {
-			worked <- struct{}{}
-		}
-		return nil
-	}))
-	benchThroughput(b, func(ctx context.Context, n int) error {
-		left.Store(int64(n)) // the jobs of the run before have all been worked
-		for sent := 0; sent < n; {
-			batch := make([]river.InsertManyParams, min(insertBatch, n-sent))
-			for k := range batch {
-				batch[k].Args = benchArgs{}
-			}
-			if _, err := client.InsertMany(ctx, batch); err != nil {
-				return err
-			}
-			sent += len(batch)
-		}
-		_, err := receive(ctx, worked)
-		return err
-	})
+	riverThroughput[benchArgs](b, func() river.InsertManyParams { return river.InsertManyParams{Args: benchArgs{}} })
 }
 
 // uniqueArgs is a trivial job shaped like a fleet's Request: a registration's TaskID and
@@ -211,24 +189,32 @@ func (uniqueArgs) Kind() string { return "bench_unique" }
 // the fleet's Requests are (bgtaskriver's requestUnique), each of a TaskID of its own:
 // what River's unique inserts cost, without bgtask.
 func BenchmarkRiverThroughputUnique(b *testing.B) {
+	opts := &river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
+		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+		rivertype.JobStateScheduled, rivertype.JobStateRetryable,
+	}}}
+	riverThroughput[uniqueArgs](b, func() river.InsertManyParams {
+		return river.InsertManyParams{Args: uniqueArgs{TaskID: uuid.New(), Name: "r1234"}, InsertOpts: opts}
+	})
+}
+
+// riverThroughput runs the River throughput benchmarks: jobs made by job, of kind T,
+// inserted with InsertMany, insertBatch at a time, while the client works them.
+func riverThroughput[T river.JobArgs](b *testing.B, job func() river.InsertManyParams) {
 	var left atomic.Int64 // the jobs of this run not yet worked
 	worked := make(chan struct{}, 1)
-	client, _ := startRiver(b, river.WorkFunc(func(context.Context, *river.Job[uniqueArgs]) error {
+	client, _ := startRiver(b, river.WorkFunc(func(context.Context, *river.Job[T]) error {
 		if left.Add(-1) == 0 {
 			worked <- struct{}{}
 		}
 		return nil
 	}))
-	opts := &river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: []rivertype.JobState{
-		rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
-		rivertype.JobStateScheduled, rivertype.JobStateRetryable,
-	}}}
 	benchThroughput(b, func(ctx context.Context, n int) error {
-		left.Store(int64(n))
+		left.Store(int64(n)) // the jobs of the run before have all been worked
 		for sent := 0; sent < n; {
 			batch := make([]river.InsertManyParams, min(insertBatch, n-sent))
 			for k := range batch {
-				batch[k] = river.InsertManyParams{Args: uniqueArgs{TaskID: uuid.New(), Name: "r1234"}, InsertOpts: opts}
+				batch[k] = job()
 			}
 			if _, err := client.InsertMany(ctx, batch); err != nil {
 				return err
