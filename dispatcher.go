@@ -221,6 +221,7 @@ func (h *Host) RunInstance(ctx context.Context, r *Registration, id uuid.UUID, d
 	waiter := make(chan CompletedEventArgs, 1)
 	h.lock()
 	i, err := h.runLocked(r, id, details, waiter)
+	once := r.oneShot && r.persistent // read under the lock: Ensure may change them
 	h.unlock()
 	if err != nil {
 		return CompletedEventArgs{}, err
@@ -228,7 +229,7 @@ func (h *Host) RunInstance(ctx context.Context, r *Registration, id uuid.UUID, d
 	stop := context.AfterFunc(ctx, func() { i.cancel(reasonOf(ctx)) })
 	defer stop()
 	out := <-waiter
-	if r.oneShot && r.persistent && !(out.Canceled && out.Reason == Terminating) {
+	if once && !(out.Canceled && out.Reason == Terminating) {
 		h.saver.deleteLater(r.id) // see runLocked
 	}
 	return out, nil
@@ -253,9 +254,9 @@ func (h *Host) runLocked(r *Registration, id uuid.UUID, details any, waiter chan
 	i := h.newInstanceLocked(r, details, id)
 	i.waiters = []chan<- CompletedEventArgs{waiter}
 	if r.oneShot {
-		// Unregistered here at once; its record stays until the instance ends (see
-		// RunInstance), and for good if it ends canceled with Terminating: its process
-		// is going away, and the dispatcher may run the fire again in another process,
+		// Unregistered here at once. Its record is deleted when the instance ends (see
+		// RunInstance), but not if it ends canceled with Terminating: this process is
+		// going away, and the dispatcher may run the fire again in another process,
 		// which must find the registration.
 		h.unregisterLocked(r, Abort)
 	}
