@@ -125,9 +125,9 @@ func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waite
 	if err != nil {
 		return UnknownError, err
 	}
-	if r.oneShot && (res == Allowed || res == CurrentlyRunning) { // the fleet has its one fire
+	if res == Allowed || res == CurrentlyRunning {
 		h.lock()
-		r.spent = true
+		r.spent = r.oneShot // the fleet has its one fire
 		h.unlock()
 	}
 	if res == Allowed && waiter != nil {
