@@ -29,8 +29,10 @@ func (c *completions) add(r *Registration, res *CompletedEventArgs) {
 
 // Completions returns the host's last completions, newest first, at most 100: those of its
 // instances and of the fires dropped before they started, with the registration of each
-// (whose Completed event they are). total is how many there were since NewHost: when it
-// did not change, neither did the list.
+// (whose Completed event they are), in the order they were retired. total is how many
+// there were since NewHost: when it did not change, neither did the list. It takes the
+// host's lock while it copies them. The list is not stored: it starts empty with each
+// NewHost, and with a Dispatcher it holds this process's completions only.
 func (h *Host) Completions() (last []Completion, total uint64) {
 	h.lock()
 	defer h.unlock()

@@ -113,8 +113,10 @@ func (t *tracker) end(j *job) {
 	t.mu.Unlock()
 }
 
-// hold counts a piece of the library's work that runs no user code, such as sending an
-// event to the subscribers, so that Shutdown waits for it; release ends it.
+// hold counts a piece of the library's work, such as sending an event to the subscribers
+// and the log, so that Shutdown waits for it; release ends it. Unlike a job it names no
+// callback: the program's code it may run is the log's slog.Handler, which a Stuck list
+// does not name.
 func (t *tracker) hold() {
 	t.mu.Lock()
 	t.count.add(1)

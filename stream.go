@@ -105,7 +105,7 @@ type Event struct {
 	Time       time.Time
 	Task       *Registration // nil for the host's own events
 	InstanceID uuid.UUID
-	Reason     CancellationReason // EventCanceled, EventRevoked; EventCompleted's Result.Reason
+	Reason     CancellationReason // EventCanceled, EventRevoked; EventCompleted, EventTerminated: Result.Reason
 	Held       HeldBy             // EventHeld
 	Result     CompletedEventArgs // EventCompleted, EventTerminated
 	Err        error              // EventPanic, EventStoreError, EventProblem

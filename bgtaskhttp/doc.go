@@ -52,7 +52,8 @@
 // the request ends: it leaves no goroutine behind.
 //
 // The list of recent completions is the host's own ([bgtask.Host.Completions]): the
-// handler holds nothing of the host's and subscribes to nothing while no page is open,
+// handler keeps no copy of the host's state, and subscribes only while an /api/events
+// stream is open,
 // so it costs the host's instances nothing (see BenchmarkEndToEnd in bench_test.go), and
 // it may outlive its host's shutdown, showing the final state.
 //

@@ -156,8 +156,9 @@ func (f *Fleet) ID() string { return f.client.ID() }
 // Migrate creates River's tables, the store's and the fleet's own (bgtask_time_fire, see
 // the package doc) in the fleet's schema, or brings them up to date. It is idempotent and
 // safe to call from several replicas at once: they take turns, under a Postgres advisory
-// lock held by one connection of the pool meanwhile. River's migrations log what they
-// apply, at Info.
+// lock held by one connection of the pool meanwhile, so the pool needs at least two
+// connections, and Migrate waits, bounded only by ctx, while another replica migrates.
+// River's migrations log what they apply, at Info.
 func (f *Fleet) Migrate(ctx context.Context) error {
 	migrator, err := rivermigrate.New(riverpgxv5.New(f.pool), &rivermigrate.Config{Schema: f.cfg.Schema, Logger: f.log})
 	if err != nil {
@@ -235,7 +236,9 @@ func (f *Fleet) Start(ctx context.Context, h *bgtask.Host) error {
 // returned, or until ctx ends (its error is then returned, and River's goroutines and the
 // instances are left running). The fires of the canceled instances run again on another
 // replica, unless Config.StopCancelsJobs. Stop does not shut the host down: call
-// Host.Shutdown after it. Stop before Start, or again, does nothing more.
+// Host.Shutdown after it. Stop before Start, or again, does nothing more. Do not call it
+// from a task, or a handler, of this replica: it would wait for that task's own job until
+// ctx ends.
 func (f *Fleet) Stop(ctx context.Context) error {
 	err := f.client.StopAndCancel(ctx)
 	f.progress.removeHooks()

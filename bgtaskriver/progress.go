@@ -18,8 +18,8 @@ import (
 // runs the instance, which writes it to the job's output (River's JobUpdate) at most every
 // progressEvery, on a goroutine of its own, so that the task never waits for Postgres.
 //
-// Lock order: progress.mu, then the host's lock (OnProgress takes it). A writer's mu is
-// taken alone.
+// Lock order: progress.mu, then the registration's subscriber set (OnProgress takes its
+// lock). A writer's mu is taken alone.
 
 // progressEvery is the least time between two writes of one job's progress. The last value
 // set is written at the latest progressEvery after the write before, and with the result
