@@ -75,8 +75,9 @@ func (s *stream) run(h *handler) {
 	busy := true // look at once
 	var completed uint64
 	for {
-		if busy || s.takeRegistered() || h.completed() != completed || len(h.host.Instances()) > 0 {
-			completed = h.completed() // before the read: a completion meanwhile is seen next time
+		n := h.completed() // before the read: a completion meanwhile is seen next time
+		if busy || s.takeRegistered() || n != completed || len(h.host.Instances()) > 0 {
+			completed = n
 			var body []byte
 			var err error
 			if body, busy, err = h.stateJSON(); err != nil {

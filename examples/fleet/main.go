@@ -47,7 +47,7 @@ func main() {
 }
 
 // run runs one replica until ctx ends, then stops it gracefully.
-func run(ctx context.Context, url, name string, rescue time.Duration) error {
+func run(ctx context.Context, url, name string, rescue time.Duration) (err error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return err
@@ -71,6 +71,13 @@ func run(ctx context.Context, url, name string, rescue time.Duration) error {
 	if err != nil {
 		return err
 	}
+	started := false
+	defer func() { // on every return: the fleet first, so that it hands running fires over
+		if started {
+			say("stopping: a report running here runs again on another replica")
+		}
+		err = errors.Join(err, stop(fleet.Stop, started), stop(host.Shutdown, true))
+	}()
 	trigger := bgtask.NewApplicationTrigger()
 	if _, err := host.Ensure(bgtask.Builder{Name: "tick", TaskEntryPoint: "tick", Trigger: &bgtask.TimeTrigger{FreshnessTime: 2 * time.Second}}); err != nil {
 		return err
@@ -81,13 +88,20 @@ func run(ctx context.Context, url, name string, rescue time.Duration) error {
 	if err := fleet.Start(ctx, host); err != nil {
 		return err
 	}
+	started = true
 	say("replica started (pid %d); Ctrl-C stops it", os.Getpid())
 	request(ctx, trigger, name, say)
+	return nil
+}
 
-	say("stopping: a report running here runs again on another replica")
-	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// stop calls f, a Stop or a Shutdown, if started, with 30 s of its own.
+func stop(f func(context.Context) error, started bool) error {
+	if !started {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(fleet.Stop(stopCtx), host.Shutdown(stopCtx))
+	return f(ctx)
 }
 
 // request Requests a report every second until ctx ends, and says what the fleet answered.
@@ -115,8 +129,11 @@ func request(ctx context.Context, trigger *bgtask.ApplicationTrigger, name strin
 // tick is the time trigger's task: it says which time of the grid it runs for.
 func tick(say func(string, ...any)) bgtask.TaskFunc {
 	return func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
-		at := inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt
-		say("tick for %s (instance %s)", at.Local().Format("15:04:05"), short(inst))
+		d, ok := inst.TriggerDetails().(*bgtask.TimeTriggerDetails)
+		if !ok {
+			return fmt.Errorf("tick: started by %T, not its time trigger", inst.TriggerDetails())
+		}
+		say("tick for %s (instance %s)", d.ScheduledAt.Local().Format("15:04:05"), short(inst))
 		return nil
 	}
 }
@@ -125,8 +142,14 @@ func tick(say func(string, ...any)) bgtask.TaskFunc {
 // and says whose Request it ran and how it ended.
 func report(say func(string, ...any)) bgtask.TaskFunc {
 	return func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
-		from, _ := bgtask.Arg[string](inst, "from")
-		n, _ := bgtask.Arg[int](inst, "n")
+		from, err := bgtask.Arg[string](inst, "from")
+		if err != nil {
+			return err
+		}
+		n, err := bgtask.Arg[int](inst, "n")
+		if err != nil {
+			return err
+		}
 		say("report %d requested by %s: running (instance %s)", n, from, short(inst))
 		for p := uint32(10); p <= 100; p += 10 {
 			select {
