@@ -226,6 +226,7 @@ func (f *Fleet) Start(ctx context.Context, h *bgtask.Host) error {
 		return fmt.Errorf("bgtaskriver: Start: started before: %w", bgtask.ErrInvalidArgument)
 	}
 	if err := f.client.Start(context.WithoutCancel(ctx)); err != nil {
+		f.host.Store(nil) // not started: Start may be called again
 		return fmt.Errorf("bgtaskriver: starting River: %w", err)
 	}
 	return nil

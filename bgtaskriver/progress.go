@@ -55,6 +55,8 @@ func (p *progress) track(r *bgtask.Registration, jobID int64, id uuid.UUID) {
 	defer p.mu.Unlock()
 	if p.running == nil {
 		p.running = make(map[uuid.UUID]tracked)
+	}
+	if p.hooks == nil { // also after removeHooks: River may still start a job it fetched
 		p.hooks = make(map[*bgtask.Registration]func())
 	}
 	if p.hooks[r] == nil {
