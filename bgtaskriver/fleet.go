@@ -70,13 +70,16 @@ const (
 // withDefaults returns c with its defaults filled in, or an error wrapping
 // bgtask.ErrInvalidArgument for a negative setting.
 func (c Config) withDefaults() (Config, error) {
-	for name, d := range map[string]time.Duration{"RescueAfter": c.RescueAfter, "FetchCooldown": c.FetchCooldown, "FetchPollInterval": c.FetchPollInterval} {
-		if d < 0 {
-			return c, fmt.Errorf("bgtaskriver: Config.%s is negative: %w", name, bgtask.ErrInvalidArgument)
+	for _, s := range []struct {
+		name     string
+		negative bool
+	}{
+		{"MaxWorkers", c.MaxWorkers < 0}, {"RescueAfter", c.RescueAfter < 0},
+		{"FetchCooldown", c.FetchCooldown < 0}, {"FetchPollInterval", c.FetchPollInterval < 0},
+	} {
+		if s.negative { // the first in the order of Config's fields
+			return c, fmt.Errorf("bgtaskriver: Config.%s is negative: %w", s.name, bgtask.ErrInvalidArgument)
 		}
-	}
-	if c.MaxWorkers < 0 {
-		return c, fmt.Errorf("bgtaskriver: Config.MaxWorkers is negative: %w", bgtask.ErrInvalidArgument)
 	}
 	c.MaxWorkers = cmp.Or(c.MaxWorkers, defaultMaxWorkers)
 	c.RescueAfter = cmp.Or(c.RescueAfter, defaultRescueAfter)
@@ -94,7 +97,6 @@ func (c Config) withDefaults() (Config, error) {
 // use.
 type Fleet struct {
 	cfg         Config
-	log         *slog.Logger
 	pool        *pgxpool.Pool
 	store       *Store
 	client      *river.Client[pgx.Tx]
@@ -119,18 +121,21 @@ func New(pool *pgxpool.Pool, cfg Config) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{cfg: cfg, log: cfg.Logger, pool: pool, store: store}
+	f := &Fleet{cfg: cfg, pool: pool, store: store}
 	f.progress.log = cfg.Logger
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &worker{f: f})
 	f.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
-		ID:                   cfg.ID,
-		Schema:               cfg.Schema,
-		Logger:               cfg.Logger,
-		Queues:               map[string]river.QueueConfig{queue: {MaxWorkers: cfg.MaxWorkers}},
-		Workers:              workers,
-		FetchCooldown:        cfg.FetchCooldown,
-		FetchPollInterval:    cfg.FetchPollInterval,
+		ID:                cfg.ID,
+		Schema:            cfg.Schema,
+		Logger:            cfg.Logger,
+		Queues:            map[string]river.QueueConfig{queue: {MaxWorkers: cfg.MaxWorkers}},
+		Workers:           workers,
+		FetchCooldown:     cfg.FetchCooldown,
+		FetchPollInterval: cfg.FetchPollInterval,
+		// River's time limit of a job: past it, River cancels the job's context (the
+		// instance is canceled with ExecutionTimeExceeded) and its rescuer would take the
+		// job for a crashed replica's. See Config.RescueAfter.
 		JobTimeout:           cfg.RescueAfter,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		MaxAttempts:          maxAttempts,
@@ -160,7 +165,7 @@ func (f *Fleet) ID() string { return f.client.ID() }
 // connections, and Migrate waits, bounded only by ctx, while another replica migrates.
 // River's migrations log what they apply, at Info.
 func (f *Fleet) Migrate(ctx context.Context) error {
-	migrator, err := rivermigrate.New(riverpgxv5.New(f.pool), &rivermigrate.Config{Schema: f.cfg.Schema, Logger: f.log})
+	migrator, err := rivermigrate.New(riverpgxv5.New(f.pool), &rivermigrate.Config{Schema: f.cfg.Schema, Logger: f.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("bgtaskriver: %w", err)
 	}

@@ -57,12 +57,10 @@ func NewStore(pool *pgxpool.Pool, schema string) (*Store, error) {
 		return nil, fmt.Errorf("bgtaskriver: NewStore: schema %q: only letters, digits and underscores, not starting with a digit: %w",
 			schema, bgtask.ErrInvalidArgument)
 	}
-	// Quoted as River quotes its schema, so that both name the same one whatever its case.
-	id, name := pgx.Identifier{tableName}, tableName
+	table, name := qualified(schema, tableName), tableName
 	if schema != "" {
-		id, name = pgx.Identifier{schema, tableName}, schema+"."+tableName
+		name = schema + "." + tableName
 	}
-	table := id.Sanitize()
 	return &Store{
 		pool:  pool,
 		table: table,
@@ -76,6 +74,15 @@ func NewStore(pool *pgxpool.Pool, schema string) (*Store, error) {
 		remove: "DELETE FROM " + table + " WHERE task_id = ANY($1::uuid[])",
 		exists: "SELECT EXISTS (SELECT 1 FROM " + table + " WHERE task_id = $1)",
 	}, nil
+}
+
+// qualified returns table, in schema if one is given, quoted for SQL as River quotes its
+// schema, so that both name the same one whatever its case.
+func qualified(schema, table string) string {
+	if schema == "" {
+		return pgx.Identifier{table}.Sanitize()
+	}
+	return pgx.Identifier{schema, table}.Sanitize()
 }
 
 // errZero is what the methods of the zero Store return.

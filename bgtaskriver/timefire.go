@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 )
 
@@ -34,15 +33,15 @@ const timeFireTable = "bgtask_time_fire"
 
 // timeFireSQL decides a time fire: for the job $2 of registration $1 at time $3, it says
 // whether a later time's job waits or runs, whether another job of the registration runs,
-// and whether the time was let run (marked as the latest). Its %[1]s is River's job table
-// and %[2]s the table of the latest times. It reads the unfinished jobs only, which
-// River's index on (state, queue, …) finds.
+// and whether the time was let run (marked as the latest). Its %[1]s is River's job table,
+// %[2]s the table of the latest times, %[3]s and %[4]s the fleet's queue and kind. It
+// reads the unfinished jobs only, which River's index on (state, queue, …) finds.
 const timeFireSQL = `WITH
 	later AS (SELECT EXISTS (SELECT 1 FROM %[1]s WHERE state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
-		AND queue = 'bgtask' AND kind = 'bgtask' AND args->>'task_id' = $1 AND id <> $2
+		AND queue = '%[3]s' AND kind = '%[4]s' AND args->>'task_id' = $1 AND id <> $2
 		AND (args->>'scheduled_at')::timestamptz > $3) AS yes),
 	running AS (SELECT EXISTS (SELECT 1 FROM %[1]s WHERE state = 'running'
-		AND queue = 'bgtask' AND kind = 'bgtask' AND args->>'task_id' = $1 AND id <> $2) AS yes),
+		AND queue = '%[3]s' AND kind = '%[4]s' AND args->>'task_id' = $1 AND id <> $2) AS yes),
 	let AS (INSERT INTO %[2]s AS t (task_id, latest)
 		SELECT $1::uuid, $3 WHERE NOT (SELECT yes FROM later) AND NOT (SELECT yes FROM running)
 		ON CONFLICT (task_id) DO UPDATE SET latest = excluded.latest WHERE t.latest <= excluded.latest
@@ -55,10 +54,7 @@ const createTimeFireSQL = `CREATE TABLE IF NOT EXISTS %s (task_id uuid PRIMARY K
 // tables returns the quoted names of River's job table and of the latest times', in
 // schema.
 func tables(schema string) (jobs, timeFires string) {
-	if schema == "" {
-		return pgx.Identifier{"river_job"}.Sanitize(), pgx.Identifier{timeFireTable}.Sanitize()
-	}
-	return pgx.Identifier{schema, "river_job"}.Sanitize(), pgx.Identifier{schema, timeFireTable}.Sanitize()
+	return qualified(schema, "river_job"), qualified(schema, timeFireTable)
 }
 
 // timeFire applies the rule above to job, a time fire's. It reports whether to run it,
@@ -69,7 +65,7 @@ func (f *Fleet) timeFire(ctx context.Context, job *river.Job[jobArgs]) (end erro
 	err := f.pool.QueryRow(ctx, f.timeFireSQL, job.Args.TaskID.String(), job.ID, *job.Args.ScheduledAt).Scan(&later, &running, &let)
 	switch {
 	case err != nil:
-		f.log.Warn("bgtaskriver: deciding a time fire", "job_id", job.ID, "error", err)
+		f.cfg.Logger.Warn("bgtaskriver: deciding a time fire", "job_id", job.ID, "error", err)
 		return river.JobSnooze(elsewhere), false
 	case running && !later:
 		return river.JobSnooze(heldWait(job)), false
@@ -83,5 +79,5 @@ func (f *Fleet) timeFire(ctx context.Context, job *river.Job[jobArgs]) (end erro
 // timeFireSQLFor returns timeFireSQL on schema's tables.
 func timeFireSQLFor(schema string) string {
 	jobs, timeFires := tables(schema)
-	return fmt.Sprintf(timeFireSQL, jobs, timeFires)
+	return fmt.Sprintf(timeFireSQL, jobs, timeFires, queue, kind)
 }

@@ -38,11 +38,6 @@ type worker struct {
 	f *Fleet
 }
 
-// Timeout is River's time limit of a job: past it, River cancels the job's context (the
-// instance is canceled with ExecutionTimeExceeded) and its rescuer would take the job for
-// a crashed replica's. It is RescueAfter: see Config.RescueAfter.
-func (w *worker) Timeout(*river.Job[jobArgs]) time.Duration { return w.f.cfg.RescueAfter }
-
 // NextRetry is now: a job's attempts fail only when River rescues it from a crashed
 // replica, and it is then to run again at once, elsewhere.
 func (w *worker) NextRetry(*river.Job[jobArgs]) time.Time { return time.Now() }
@@ -136,7 +131,7 @@ func (f *Fleet) end(ctx context.Context, r *bgtask.Registration, out bgtask.Comp
 		}
 		if oneShot(r) { // the host kept its record for a run elsewhere, which will not come
 			if err := f.store.Apply(context.WithoutCancel(ctx), nil, []uuid.UUID{r.TaskID()}); err != nil {
-				f.log.Error("bgtaskriver: deleting a OneShot registration that ran", "task", r.TaskID(), "error", err)
+				f.cfg.Logger.Error("bgtaskriver: deleting a OneShot registration that ran", "task", r.TaskID(), "error", err)
 			}
 		}
 	}
@@ -157,7 +152,7 @@ func (f *Fleet) end(ctx context.Context, r *bgtask.Registration, out bgtask.Comp
 // bug: a record is always JSON.
 func (f *Fleet) record(ctx context.Context, rec record) {
 	if err := river.RecordOutput(ctx, rec); err != nil {
-		f.log.Error("bgtaskriver: recording a result", "error", err)
+		f.cfg.Logger.Error("bgtaskriver: recording a result", "error", err)
 	}
 }
 
