@@ -53,7 +53,8 @@
 //     travel as JSON and keep their Go types (ints, floats, times, durations, byte
 //     slices; other values come back as encoding/json reads them into an any).
 //     RequestAndWait waits for the job's end by reading its row, every 5 ms at first,
-//     doubling up to every 500 ms.
+//     doubling up to every 500 ms. If that wait fails (its ctx ends, a read fails), it
+//     returns the error, and the job, already queued, still runs.
 //   - A TimeTrigger's times are on a grid from the Unix epoch, the same in every replica;
 //     each replica's scheduler inserts the job of each time, unique by TaskID and time
 //     for good, so the first insert wins and each time runs once. A time that comes
