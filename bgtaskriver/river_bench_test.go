@@ -463,3 +463,73 @@ func BenchmarkFleetCancel(b *testing.B) {
 		return t1.Sub(t0), err
 	})
 }
+
+// timeStart is the start of a time fire's instance: its time of the grid, and how late
+// after it the instance started.
+type timeStart struct {
+	at   time.Time
+	late time.Duration
+}
+
+// burstTriggers is how many time triggers BenchmarkFleetTimeTriggersDueAtOnce has due at
+// one instant.
+const burstTriggers = 1000
+
+// BenchmarkFleetTimeTriggersDueAtOnce measures how late the instances of burstTriggers time
+// triggers of one period start after their time, on one replica, each iteration one time
+// of the grid: a fleet's grid starts at the epoch, so every registration of a period
+// comes due at the same instant (the hourly ones at the top of each hour).
+func BenchmarkFleetTimeTriggersDueAtOnce(b *testing.B) {
+	const every = 2 * time.Second
+	started := make(chan timeStart, burstTriggers)
+	db := newFleetDB(b)
+	r := db.replica(b, "bench", bgtaskriver.Config{MaxWorkers: maxWorkers, FetchCooldown: fetchCooldown, FetchPollInterval: fetchPollInterval},
+		bgtask.WithEntryPoint("bench", bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
+			at := inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt
+			started <- timeStart{at, time.Since(at)}
+			return nil
+		})))
+	var wg sync.WaitGroup
+	for k := range burstTriggers {
+		wg.Go(func() {
+			if _, err := r.host.Register(bgtask.Builder{Name: fmt.Sprint("r", k), TaskEntryPoint: "bench",
+				Trigger: &bgtask.TimeTrigger{FreshnessTime: every}}); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	r.start(b)
+	// The first time measured comes a whole period after every registration was made, so
+	// that all of them fire at it; the starts of earlier times are not measured.
+	at := time.Now().Truncate(every).Add(2 * every)
+	var lates []time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		lates = burstStarts(b, started, at, lates)
+		at = at.Add(every)
+	}
+	slices.Sort(lates)
+	ms := func(q float64) float64 { return float64(lates[int(q*float64(len(lates)-1))]) / float64(time.Millisecond) }
+	b.ReportMetric(ms(0.5), "p50-ms")
+	b.ReportMetric(ms(0.99), "p99-ms")
+	b.ReportMetric(ms(1), "last-ms")
+}
+
+// burstStarts receives the starts of the burst of time at from started, and returns lates
+// with their lateness appended. It skips the starts of earlier times.
+func burstStarts(b *testing.B, started <-chan timeStart, at time.Time, lates []time.Duration) []time.Duration {
+	for n := 0; n < burstTriggers; {
+		s, err := receive(b.Context(), started)
+		switch {
+		case err != nil:
+			b.Fatal(err)
+		case s.at.Equal(at):
+			lates = append(lates, s.late)
+			n++
+		case s.at.After(at):
+			b.Fatalf("a start of %v before the burst of %v ended: the burst took longer than a period", s.at, at)
+		}
+	}
+	return lates
+}
