@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,9 +26,12 @@ type Dispatcher interface {
 	// r's instance is queued or running, so that the fire is one too many. When wait is
 	// set (RequestAndWait), it returns once the fire was run, with its outcome.
 	//
-	// It is called on the goroutine that fired: Request's caller, or the host's scheduler
-	// goroutine for time fires, with no lock of the library held; it may block, and
-	// delays the time fires of the host meanwhile. An error makes Request return it; for
+	// It is called with no lock of the library held, on the goroutine that fired for a
+	// Request (its caller's), and for time fires on goroutines of the host: the time
+	// fires that come due together are handed over at once, each on a goroutine of its
+	// own, so that the dispatcher may take them together, and Dispatch must be safe for
+	// concurrent use. It may block; the host's later time fires wait until every Dispatch
+	// of the time fires before them has returned. An error makes Request return it; for
 	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
 	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
 	// host's: a fire made while it is suspended is still handed over, for another
@@ -139,26 +143,34 @@ func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waite
 // callHere runs f on the calling goroutine, the program's own (Request's).
 func callHere(f func()) error { return capture(func() error { f(); return nil }) }
 
-// dispatchTimes hands the time fires the scheduler collected to the dispatcher, on the
-// scheduler's goroutine, job j. If Dispatch calls runtime.Goexit, a new scheduler
-// goroutine takes over from the next fire.
-func (h *Host) dispatchTimes(j *job, fires []timeFire) {
-	k := 0
-	defer func() {
-		if k < len(fires) { // runtime.Goexit in Dispatch
-			rest := fires[k+1:]
-			h.lib.Go(nil, func(j *job) {
-				h.dispatchTimes(j, rest)
-				h.sched.loop(h, j)
-			})
-		}
-	}()
-	call := func(f func()) error { return callUser(j, &inDispatch, f) }
-	for ; k < len(fires); k++ {
-		f := fires[k]
-		if _, err := h.dispatch(context.Background(), f.r, f.details, nil, call); err != nil {
-			h.problem("dispatching a time fire failed", err, f.r, uuid.Nil)
-		}
+// dispatchTimes hands the time fires the scheduler collected in one pass to the
+// dispatcher, each on a goroutine of its own, so that the dispatcher may take them
+// together: bgtaskriver inserts the fires that wait at once in one round trip, and the
+// instances of 1,000 time triggers due at one instant started within 442–452 ms of their
+// time this way, 1,094–1,153 ms with one Dispatch at a time (its
+// BenchmarkFleetTimeTriggersDueAtOnce). It returns once every Dispatch has returned, so
+// that a registration's later times are handed over after its earlier ones, or when the
+// scheduler stops: a Dispatch may call Shutdown, which waits for the scheduler.
+func (h *Host) dispatchTimes(fires []timeFire) {
+	var left atomic.Int32
+	left.Store(int32(len(fires)))
+	done := make(chan struct{})
+	for _, f := range fires {
+		h.lib.Go(nil, func(j *job) {
+			defer func() { // also on runtime.Goexit in Dispatch
+				if left.Add(-1) == 0 {
+					close(done)
+				}
+			}()
+			call := func(g func()) error { return callUser(j, &inDispatch, g) }
+			if _, err := h.dispatch(context.Background(), f.r, f.details, nil, call); err != nil {
+				h.problem("dispatching a time fire failed", err, f.r, uuid.Nil)
+			}
+		})
+	}
+	select {
+	case <-done:
+	case <-h.sched.stop:
 	}
 }
 

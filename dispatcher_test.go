@@ -3,7 +3,9 @@ package bgtask_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -334,8 +336,8 @@ func TestDispatcherPanicIsRecovered(t *testing.T) {
 	})
 }
 
-// Shutdown called from Dispatch, on the scheduler's goroutine, does not wait for itself; a
-// Dispatch that blocks is named in Stuck.
+// Shutdown called from the Dispatch of a time fire, on a goroutine of the host's, does not
+// wait for itself; a Dispatch that blocks is named in Stuck.
 func TestDispatchOnTheSchedulerIsACallback(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var h *bgtask.Host
@@ -445,8 +447,58 @@ func TestDispatchedOneShotTimeTriggerIsHandedOverOnce(t *testing.T) {
 	})
 }
 
-// A Dispatch that calls runtime.Goexit on the scheduler's goroutine ends that goroutine,
-// not the time triggers: a new one takes over and later times are still handed over.
+// The time fires due at one instant are handed over at once, each on a goroutine of its own,
+// for the dispatcher to take together; the next times wait until every Dispatch of the
+// earlier ones has returned.
+func TestTimeFiresDueTogetherAreDispatchedAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 3
+		var mu sync.Mutex
+		var at []time.Time
+		all := make(chan struct{}) // closed once n Dispatches are in at once
+		d := funcDispatcher(func(_ context.Context, _ *bgtask.Registration, details any, _ bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			mu.Lock()
+			at = append(at, details.(*bgtask.TimeTriggerDetails).ScheduledAt)
+			if len(at) == n {
+				close(all)
+			}
+			mu.Unlock()
+			<-all
+			time.Sleep(90 * time.Second) // one Dispatch for each: the next times wait
+			return bgtask.CompletedEventArgs{}, bgtask.Allowed, nil
+		})
+		h := dispatchingHost(t, newMemStore(), d, nopTask)
+		for k := range n {
+			_, err := h.Register(bgtask.Builder{Name: fmt.Sprint("tick", k), TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+			require.NoError(t, err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		select {
+		case <-all:
+		default:
+			t.Fatal("the time fires due at one instant were not handed over at once")
+		}
+		time.Sleep(75 * time.Second) // past the next time, while the first Dispatches last
+		synctest.Wait()
+		mu.Lock()
+		assert.Len(t, at, n, "the next times wait for the Dispatches before them")
+		mu.Unlock()
+		time.Sleep(15 * time.Second) // the first Dispatches return
+		synctest.Wait()
+		mu.Lock()
+		require.Len(t, at, 2*n)
+		first, second := at[0], at[n]
+		assert.Equal(t, slices.Repeat([]time.Time{first}, n), at[:n])
+		assert.Equal(t, slices.Repeat([]time.Time{second}, n), at[n:], "one catch-up each, for the latest time")
+		assert.Equal(t, time.Minute, second.Sub(first))
+		mu.Unlock()
+		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
+
+// A Dispatch of a time fire that calls runtime.Goexit ends its own goroutine, not the
+// time triggers: later times are still handed over.
 func TestDispatchGoexitKeepsTheScheduler(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex

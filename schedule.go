@@ -36,10 +36,10 @@ func (h *Host) now() int64 { return int64(time.Since(h.epoch)) }
 
 // loop is the scheduler goroutine: it sleeps until the earliest fire, fires what is due
 // and goes back to sleep, until the host shuts down.
-func (s *scheduler) loop(h *Host, j *job) {
+func (s *scheduler) loop(h *Host) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	defer h.endBurst() // also on runtime.Goexit in a Dispatch
+	defer h.endBurst() // also when Shutdown stops it mid-burst
 	for {
 		h.lock()
 		s.fireDueLocked(h, h.now())
@@ -51,7 +51,13 @@ func (s *scheduler) loop(h *Host, j *job) {
 		h.ending.waiting.Store(any && wait <= 0 && dispatch == nil)
 		h.unlock() // and, at the end of a burst, retires the instances that ended in it
 		if dispatch != nil {
-			h.dispatchTimes(j, dispatch)
+			h.dispatchTimes(dispatch)
+			select {
+			case <-s.stop:
+				return
+			default:
+				continue // the wait above is stale by the time the Dispatches took
+			}
 		}
 		switch {
 		case !any:

@@ -253,7 +253,7 @@ func (t *TimeTrigger) attach(r *Registration) {
 	h := r.host
 	if h.sched == nil {
 		h.sched = newScheduler()
-		h.lib.Go(nil, func(j *job) { h.sched.loop(h, j) })
+		h.lib.Go(nil, func(*job) { h.sched.loop(h) })
 	}
 	h.sched.add(r)
 }
