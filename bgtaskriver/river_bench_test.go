@@ -510,7 +510,9 @@ func BenchmarkFleetTimeTriggersDueAtOnce(b *testing.B) {
 		at = at.Add(every)
 	}
 	slices.Sort(lates)
-	ms := func(q float64) float64 { return float64(lates[int(q*float64(len(lates)-1))]) / float64(time.Millisecond) }
+	ms := func(q float64) float64 {
+		return float64(lates[int(q*float64(len(lates)-1))]) / float64(time.Millisecond)
+	}
 	b.ReportMetric(ms(0.5), "p50-ms")
 	b.ReportMetric(ms(0.99), "p99-ms")
 	b.ReportMetric(ms(1), "last-ms")

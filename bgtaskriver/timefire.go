@@ -32,24 +32,38 @@ import (
 const timeFireTable = "bgtask_time_fire"
 
 // timeFireSQL decides a time fire: for the job $2 of registration $1 at time $3, it says
-// whether a later time's job waits or runs, whether another job of the registration runs,
-// and whether the time was let run (marked as the latest). Its %[1]s is River's job table,
-// %[2]s the table of the latest times, %[3]s and %[4]s the fleet's queue and kind. It
-// reads the unfinished jobs only, which River's index on (state, queue, …) finds.
+// whether a later time's job waits or runs, whether another time fire's job of the
+// registration runs, and whether the time was let run (marked as the latest). Its %[1]s
+// is River's job table, %[2]s the table of the latest times, %[3]s and %[4]s the fleet's
+// queue and kind. It reads the unfinished time fires' jobs of the registration only,
+// which the index timeFireIndex finds.
 const timeFireSQL = `WITH
 	later AS (SELECT EXISTS (SELECT 1 FROM %[1]s WHERE state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
-		AND queue = '%[3]s' AND kind = '%[4]s' AND args->>'task_id' = $1 AND id <> $2
+		AND queue = '%[3]s' AND kind = '%[4]s' AND args ? 'scheduled_at' AND args->>'task_id' = $1 AND id <> $2
 		AND (args->>'scheduled_at')::timestamptz > $3) AS yes),
 	running AS (SELECT EXISTS (SELECT 1 FROM %[1]s WHERE state = 'running'
-		AND queue = '%[3]s' AND kind = '%[4]s' AND args->>'task_id' = $1 AND id <> $2) AS yes),
+		AND queue = '%[3]s' AND kind = '%[4]s' AND args ? 'scheduled_at' AND args->>'task_id' = $1 AND id <> $2) AS yes),
 	let AS (INSERT INTO %[2]s AS t (task_id, latest)
 		SELECT $1::uuid, $3 WHERE NOT (SELECT yes FROM later) AND NOT (SELECT yes FROM running)
 		ON CONFLICT (task_id) DO UPDATE SET latest = excluded.latest WHERE t.latest <= excluded.latest
 		RETURNING 1)
 SELECT (SELECT yes FROM later), (SELECT yes FROM running), EXISTS (SELECT 1 FROM let)`
 
-// createTimeFireSQL creates the table of the latest times; its %s is the table.
-const createTimeFireSQL = `CREATE TABLE IF NOT EXISTS %s (task_id uuid PRIMARY KEY, latest timestamptz NOT NULL)`
+// createTimeFireSQL creates the table of the latest times, its %[1]s, and the index
+// timeFireIndex on River's job table, its %[2]s.
+//
+// The index is on the registration of the time fires' unfinished jobs: without it, each
+// decision read every unfinished job of the queue, and the instances of 1,000 time
+// triggers due at once started within 1,110–1,267 ms of their time rather than 442–452
+// (BenchmarkFleetTimeTriggersDueAtOnce). A Request's job is not in it, so that Requests
+// do not pay for its upkeep.
+const createTimeFireSQL = `CREATE TABLE IF NOT EXISTS %[1]s (task_id uuid PRIMARY KEY, latest timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS ` + timeFireIndex + ` ON %[2]s ((args->>'task_id'))
+	WHERE queue = '` + queue + `' AND kind = '` + kind + `' AND args ? 'scheduled_at'
+	AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')`
+
+// timeFireIndex is the name of the index of createTimeFireSQL.
+const timeFireIndex = "bgtask_time_fire_jobs"
 
 // tables returns the quoted names of River's job table and of the latest times', in
 // schema.

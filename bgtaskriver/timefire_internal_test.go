@@ -1,0 +1,46 @@
+package bgtaskriver
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bgtask-go/bgtask/bgtaskriver/internal/pgtest"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A time fire's decision finds the registration's unfinished time fires through the index
+// that Migrate makes, not by reading every unfinished job of the queue.
+func TestTimeFireDecisionUsesItsIndex(t *testing.T) {
+	pool, schema := pgtest.Schema(t)
+	f, err := New(pool, Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ctx := t.Context()
+	require.NoError(t, f.Migrate(ctx))
+	require.NoError(t, f.Migrate(ctx), "again: it is idempotent")
+	jobs, _ := tables(schema)
+	// The unfinished time fires of 2,000 other registrations.
+	_, err = pool.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (kind, queue, max_attempts, args)
+		SELECT $1, $2, 1, jsonb_build_object('task_id', gen_random_uuid(), 'scheduled_at', now())
+		FROM generate_series(1, 2000)`, jobs), kind, queue)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, "ANALYZE "+jobs)
+	require.NoError(t, err)
+	rows, err := pool.Query(ctx, "EXPLAIN "+f.timeFireSQL, uuid.NewString(), int64(1), time.Now())
+	require.NoError(t, err)
+	var plan strings.Builder
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		plan.WriteString(line + "\n")
+	}
+	require.NoError(t, rows.Err())
+	// The read of the running jobs may take River's index on (state, queue, …) instead:
+	// few jobs run at once.
+	assert.Contains(t, plan.String(), timeFireIndex, "the read of the later times' jobs uses the index")
+	assert.NotContains(t, plan.String(), "Seq Scan on river_job", "no read of the jobs reads them all")
+}
