@@ -3,7 +3,10 @@ package bgtaskriver
 import (
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bgtask-go/bgtask"
 	"github.com/google/uuid"
@@ -46,7 +49,7 @@ func recordOf(out bgtask.CompletedEventArgs) record {
 		rec.Reason = out.Reason.String()
 	}
 	if out.Err != nil {
-		rec.Error = out.Err.Error()
+		rec.Error = clip(out.Err.Error())
 		for name, err := range sentinels {
 			if errors.Is(out.Err, err) {
 				rec.Is = append(rec.Is, name)
@@ -55,6 +58,23 @@ func recordOf(out bgtask.CompletedEventArgs) record {
 		slices.Sort(rec.Is)
 	}
 	return rec
+}
+
+// maxErrorText bounds the text of an error in a record. River refuses an output beyond
+// 32 MiB, and the job would then end with no output: a failure read as a success.
+const maxErrorText = 64 << 10
+
+// clip returns text cut to at most maxErrorText bytes, at a rune's start, saying how
+// much was cut.
+func clip(text string) string {
+	if len(text) <= maxErrorText {
+		return text
+	}
+	n := maxErrorText
+	for n > 0 && !utf8.RuneStart(text[n]) {
+		n--
+	}
+	return text[:n] + "… (" + strconv.Itoa(len(text)-n) + " bytes more)"
 }
 
 // result returns the result rec holds; rec.Finished must be set.
@@ -81,9 +101,16 @@ func (rec *record) result() bgtask.CompletedEventArgs {
 	return out
 }
 
-// reasonNamed returns the CancellationReason whose name is name, Abort for another name.
+// reasonNamed returns the CancellationReason whose String is name: a reason's name, such
+// as "Terminating", or "CancellationReason(N)" for a value outside the enumeration, which
+// Host.Cancel takes too. It returns Abort for another name.
 func reasonNamed(name string) bgtask.CancellationReason {
-	for r := bgtask.Abort; r <= bgtask.EnergySaver; r++ {
+	if n, ok := strings.CutPrefix(name, "CancellationReason("); ok {
+		if v, err := strconv.Atoi(strings.TrimSuffix(n, ")")); err == nil {
+			return bgtask.CancellationReason(v)
+		}
+	}
+	for r := bgtask.CancellationReason(0); !strings.HasPrefix(r.String(), "CancellationReason("); r++ {
 		if r.String() == name {
 			return r
 		}

@@ -60,11 +60,11 @@ type InstanceStatus struct {
 	// of SetProgress while it runs (see the package doc), its last value once finished.
 	Progress uint32
 	// Result is the instance's result when Finished, as its Completed event had it on
-	// the replica that ran it; its Err has the same text and matches ErrCanceled,
-	// ErrTerminated and ErrUnknownEntryPoint where the original did. For a plain success
-	// (no error, not canceled, no progress), which writes no output, Started and
-	// Finished are River's AttemptedAt and FinalizedAt, within milliseconds of the
-	// event's.
+	// the replica that ran it; its Err has the same text (cut at 64 KiB) and matches
+	// ErrCanceled, ErrTerminated and ErrUnknownEntryPoint where the original did. For a
+	// plain success (no error, not canceled, no progress), which writes no output,
+	// Started and Finished are River's AttemptedAt and FinalizedAt, within milliseconds
+	// of the event's.
 	Result bgtask.CompletedEventArgs
 }
 
