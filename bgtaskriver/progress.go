@@ -18,8 +18,8 @@ import (
 // runs the instance, which writes it to the job's output (River's JobUpdate) at most every
 // progressEvery, on a goroutine of its own, so that the task never waits for Postgres.
 //
-// Lock order: progress.mu, then the registration's subscriber set (OnProgress takes its
-// lock). A writer's mu is taken alone.
+// Lock order: progress.mu, then the host's lock (Lookup) or the registration's subscriber
+// set (OnProgress and its remove func take its lock). A writer's mu is taken alone.
 
 // progressEvery is the least time between two writes of one job's progress. The last value
 // set is written at the latest progressEvery after the write before, and with the result
@@ -38,19 +38,21 @@ type progress struct {
 
 	mu      sync.Mutex
 	hooks   map[*bgtask.Registration]func() // the remove funcs of the fleet's OnProgress handlers
+	pruneAt int                             // the size of hooks at which pruneLocked looks again
 	running map[uuid.UUID]tracked           // by InstanceID, while the instance runs here
 }
 
-// tracked is an instance that runs here: its job, and the writer of its progress, made at
-// its first progress event (most instances have none).
+// tracked is an instance that runs here: its registration and job, and the writer of its
+// progress, made at its first progress event (most instances have none).
 type tracked struct {
+	reg   *bgtask.Registration
 	jobID int64
 	w     *progressWriter
 }
 
-// track routes the progress of instance id, of r, to job jobID, until finish. It adds the
-// fleet's OnProgress handler to r, the first time.
-func (p *progress) track(r *bgtask.Registration, jobID int64, id uuid.UUID) {
+// track routes the progress of instance id, of r on h, to job jobID, until finish. It adds
+// the fleet's OnProgress handler to r, the first time.
+func (p *progress) track(h *bgtask.Host, r *bgtask.Registration, jobID int64, id uuid.UUID) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.running == nil {
@@ -60,9 +62,34 @@ func (p *progress) track(r *bgtask.Registration, jobID int64, id uuid.UUID) {
 		p.hooks = make(map[*bgtask.Registration]func())
 	}
 	if p.hooks[r] == nil {
+		p.pruneLocked(h)
 		p.hooks[r] = r.OnProgress(p.deliver)
 	}
-	p.running[id] = tracked{jobID: jobID}
+	p.running[id] = tracked{reg: r, jobID: jobID}
+}
+
+// minPrune is the least size of hooks at which pruneLocked looks for hooks to remove.
+const minPrune = 64
+
+// pruneLocked removes the hooks of the registrations that h no longer has and that run
+// nothing here, once hooks has doubled since it last looked: a replica whose program
+// registers and unregisters many registrations keeps the hooks of those it has, at an
+// amortized cost of O(1) per hook.
+func (p *progress) pruneLocked(h *bgtask.Host) {
+	if len(p.hooks) < p.pruneAt {
+		return
+	}
+	busy := make(map[*bgtask.Registration]bool, len(p.running))
+	for _, t := range p.running {
+		busy[t.reg] = true
+	}
+	for r, remove := range p.hooks {
+		if cur, ok := h.Lookup(r.TaskID()); !busy[r] && (!ok || cur != r) {
+			remove()
+			delete(p.hooks, r)
+		}
+	}
+	p.pruneAt = max(2*len(p.hooks), minPrune)
 }
 
 // finish stops routing the progress of instance id, and stops and joins its writer, if it

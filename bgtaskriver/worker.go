@@ -94,7 +94,7 @@ func (f *Fleet) run(ctx context.Context, h *bgtask.Host, r *bgtask.Registration,
 	id := instanceID(job.ID, *job.AttemptedAt)
 	runCtx, stop := runContext(ctx, h, id)
 	defer stop()
-	f.progress.track(r, job.ID, id)
+	f.progress.track(h, r, job.ID, id)
 	out, err := h.RunInstance(runCtx, r, id, details)
 	f.progress.finish(id) // before the job's end: a progress write after it would undo its output
 	switch {
@@ -102,6 +102,8 @@ func (f *Fleet) run(ctx context.Context, h *bgtask.Host, r *bgtask.Registration,
 		return river.JobSnooze(heldWait(job))
 	case errors.Is(err, bgtask.ErrHostClosed):
 		return river.JobSnooze(elsewhere)
+	case errors.Is(err, bgtask.ErrInvalidArgument): // r was unregistered since Work found it
+		return f.unknown(ctx, job)
 	case err != nil:
 		return err
 	}
