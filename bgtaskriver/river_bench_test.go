@@ -509,6 +509,50 @@ func BenchmarkFleetTimeTriggersDueAtOnce(b *testing.B) {
 		lates = burstStarts(b, started, at, lates)
 		at = at.Add(every)
 	}
+	reportLates(b, lates)
+}
+
+// BenchmarkRiverBurst is the baseline of BenchmarkFleetTimeTriggersDueAtOnce: River alone,
+// burstTriggers trivial jobs inserted with one InsertMany, and how late after the insert's
+// start each Work starts.
+func BenchmarkRiverBurst(b *testing.B) {
+	var t0 atomic.Pointer[time.Time]
+	started := make(chan time.Duration, burstTriggers)
+	client, _ := startRiver(b, river.WorkFunc(func(context.Context, *river.Job[benchArgs]) error {
+		started <- time.Since(*t0.Load())
+		return nil
+	}))
+	batch := make([]river.InsertManyParams, burstTriggers)
+	for k := range batch {
+		batch[k] = river.InsertManyParams{Args: benchArgs{}}
+	}
+	var lates []time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		now := time.Now()
+		t0.Store(&now)
+		if _, err := client.InsertMany(b.Context(), batch); err != nil {
+			b.Fatal(err)
+		}
+		lates = receiveN(b, started, burstTriggers, lates)
+	}
+	reportLates(b, lates)
+}
+
+// receiveN receives n durations from c, and returns lates with them appended.
+func receiveN(b *testing.B, c <-chan time.Duration, n int, lates []time.Duration) []time.Duration {
+	for range n {
+		d, err := receive(b.Context(), c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lates = append(lates, d)
+	}
+	return lates
+}
+
+// reportLates reports the 50th and 99th percentiles of lates, and the largest, in ms.
+func reportLates(b *testing.B, lates []time.Duration) {
 	slices.Sort(lates)
 	ms := func(q float64) float64 {
 		return float64(lates[int(q*float64(len(lates)-1))]) / float64(time.Millisecond)
