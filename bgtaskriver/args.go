@@ -3,6 +3,7 @@ package bgtaskriver
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/bgtask-go/bgtask"
@@ -14,75 +15,40 @@ import (
 // as that type: the task reads an int with bgtask.Arg[int] on any replica, as it would
 // locally.
 
-// argType reads back the arguments of one Go type.
+// argType is a Go type that an argument keeps: the name written beside it, and how to
+// read it back.
 type argType struct {
+	name   string
+	goType reflect.Type
 	decode func(raw json.RawMessage) (any, error)
 }
 
-// argTypes are the types an argument keeps, by the name written beside it. Any other
-// value is written as encoding/json writes it, and read back as encoding/json reads JSON
-// into an any.
-var argTypes = map[string]argType{
-	"int":      typed[int](),
-	"int8":     typed[int8](),
-	"int16":    typed[int16](),
-	"int32":    typed[int32](),
-	"int64":    typed[int64](),
-	"uint":     typed[uint](),
-	"uint8":    typed[uint8](),
-	"uint16":   typed[uint16](),
-	"uint32":   typed[uint32](),
-	"uint64":   typed[uint64](),
-	"float32":  typed[float32](),
-	"time":     typed[time.Time](),
-	"duration": typed[time.Duration](),
-	"bytes":    typed[[]byte](),
-}
-
-// typed returns the argType of T: encoding/json decodes into a T, and refuses a number
-// out of T's range.
-func typed[T any]() argType {
-	return argType{decode: func(raw json.RawMessage) (any, error) {
+// typed returns the argType of T, written as name: encoding/json decodes into a T, and
+// refuses a number out of T's range.
+func typed[T any](name string) argType {
+	return argType{name: name, goType: reflect.TypeFor[T](), decode: func(raw json.RawMessage) (any, error) {
 		var v T
 		err := json.Unmarshal(raw, &v)
 		return v, err
 	}}
 }
 
-// typeName is the name written beside v, or "" for a value of JSON's own types or one
-// that does not keep its type.
-func typeName(v any) string {
-	switch v.(type) {
-	case int:
-		return "int"
-	case int8:
-		return "int8"
-	case int16:
-		return "int16"
-	case int32:
-		return "int32"
-	case int64:
-		return "int64"
-	case uint:
-		return "uint"
-	case uint8:
-		return "uint8"
-	case uint16:
-		return "uint16"
-	case uint32:
-		return "uint32"
-	case uint64:
-		return "uint64"
-	case float32:
-		return "float32"
-	case time.Time:
-		return "time"
-	case time.Duration:
-		return "duration"
-	case []byte:
-		return "bytes"
+// argTypes are the types an argument keeps, by Go type and by name. Any other value is
+// written as encoding/json writes it, and read back as encoding/json reads JSON into an
+// any.
+var argTypes, argTypesNamed = index(
+	typed[int]("int"), typed[int8]("int8"), typed[int16]("int16"), typed[int32]("int32"), typed[int64]("int64"),
+	typed[uint]("uint"), typed[uint8]("uint8"), typed[uint16]("uint16"), typed[uint32]("uint32"), typed[uint64]("uint64"),
+	typed[float32]("float32"), typed[time.Time]("time"), typed[time.Duration]("duration"), typed[[]byte]("bytes"),
+)
+
+// index returns ts by Go type and by name.
+func index(ts ...argType) (map[reflect.Type]argType, map[string]argType) {
+	byType, byName := make(map[reflect.Type]argType, len(ts)), make(map[string]argType, len(ts))
+	for _, t := range ts {
+		byType[t.goType], byName[t.name] = t, t
 	}
-	return ""
+	return byType, byName
 }
 
 // encodeArgs writes args as JSON values and the types to read them back as. An argument
@@ -100,11 +66,11 @@ func encodeArgs(args map[string]any) (map[string]json.RawMessage, map[string]str
 			return nil, nil, fmt.Errorf("bgtaskriver: argument %q (%T) cannot travel as JSON: %v: %w", k, v, err, bgtask.ErrInvalidArgument)
 		}
 		values[k] = raw
-		if name := typeName(v); name != "" {
+		if t, ok := argTypes[reflect.TypeOf(v)]; ok {
 			if types == nil {
 				types = make(map[string]string)
 			}
-			types[k] = name
+			types[k] = t.name
 		}
 	}
 	return values, types, nil
@@ -122,7 +88,7 @@ func decodeArgs(values map[string]json.RawMessage, types map[string]string) (map
 		var err error
 		if name, ok := types[k]; !ok {
 			err = json.Unmarshal(raw, &v)
-		} else if t, ok := argTypes[name]; ok {
+		} else if t, ok := argTypesNamed[name]; ok {
 			v, err = t.decode(raw)
 		} else {
 			err = fmt.Errorf("unknown type %q", name)
