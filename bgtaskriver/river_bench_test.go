@@ -150,13 +150,20 @@ func benchLatency(b *testing.B, one func(ctx context.Context) (time.Duration, er
 		}
 		samples = append(samples, d)
 	}
+	reportPercentiles(b, samples, 50, 90, 99)
+}
+
+// reportPercentiles reports the percentiles pcts of samples, in milliseconds, as "pN-ms",
+// and the largest, for 100, as "last-ms".
+func reportPercentiles(b *testing.B, samples []time.Duration, pcts ...int) {
 	slices.Sort(samples)
-	ms := func(q float64) float64 {
-		return float64(samples[int(q*float64(len(samples)-1))]) / float64(time.Millisecond)
+	for _, pct := range pcts {
+		unit := fmt.Sprintf("p%d-ms", pct)
+		if pct == 100 {
+			unit = "last-ms"
+		}
+		b.ReportMetric(float64(samples[pct*(len(samples)-1)/100])/float64(time.Millisecond), unit)
 	}
-	b.ReportMetric(ms(0.5), "p50-ms")
-	b.ReportMetric(ms(0.9), "p90-ms")
-	b.ReportMetric(ms(0.99), "p99-ms")
 }
 
 // receive returns the next value of c, or ctx's error.
@@ -509,7 +516,7 @@ func BenchmarkFleetTimeTriggersDueAtOnce(b *testing.B) {
 		lates = burstStarts(b, started, at, lates)
 		at = at.Add(every)
 	}
-	reportLates(b, lates)
+	reportPercentiles(b, lates, 50, 99, 100)
 }
 
 // BenchmarkRiverBurst is the baseline of BenchmarkFleetTimeTriggersDueAtOnce: River alone,
@@ -536,7 +543,7 @@ func BenchmarkRiverBurst(b *testing.B) {
 		}
 		lates = receiveN(b, started, burstTriggers, lates)
 	}
-	reportLates(b, lates)
+	reportPercentiles(b, lates, 50, 99, 100)
 }
 
 // receiveN receives n durations from c, and returns lates with them appended.
@@ -549,17 +556,6 @@ func receiveN(b *testing.B, c <-chan time.Duration, n int, lates []time.Duration
 		lates = append(lates, d)
 	}
 	return lates
-}
-
-// reportLates reports the 50th and 99th percentiles of lates, and the largest, in ms.
-func reportLates(b *testing.B, lates []time.Duration) {
-	slices.Sort(lates)
-	ms := func(q float64) float64 {
-		return float64(lates[int(q*float64(len(lates)-1))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(ms(0.5), "p50-ms")
-	b.ReportMetric(ms(0.99), "p99-ms")
-	b.ReportMetric(ms(1), "last-ms")
 }
 
 // burstStarts receives the starts of the burst of time at from started, and returns lates

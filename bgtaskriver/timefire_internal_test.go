@@ -13,18 +13,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// A time fire's decision finds the registration's unfinished time fires through the index
-// that Migrate makes, not by reading every unfinished job of the queue.
-func TestTimeFireDecisionUsesItsIndex(t *testing.T) {
+// migratedFleet returns a fleet, not started, on a schema of t's own with the fleet's
+// tables, and the schema.
+func migratedFleet(t *testing.T) (*Fleet, string) {
+	t.Helper()
 	pool, schema := pgtest.Schema(t)
 	f, err := New(pool, Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
-	ctx := t.Context()
-	require.NoError(t, f.Migrate(ctx))
+	require.NoError(t, f.Migrate(t.Context()))
+	return f, schema
+}
+
+// A time fire's decision finds the registration's unfinished time fires through the index
+// that Migrate makes, not by reading every unfinished job of the queue.
+func TestTimeFireDecisionUsesItsIndex(t *testing.T) {
+	f, schema := migratedFleet(t)
+	pool, ctx := f.pool, t.Context()
 	require.NoError(t, f.Migrate(ctx), "again: it is idempotent")
 	jobs, _ := tables(schema)
 	// The unfinished time fires of 2,000 other registrations.
-	_, err = pool.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (kind, queue, max_attempts, args)
+	_, err := pool.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (kind, queue, max_attempts, args)
 		SELECT $1, $2, 1, jsonb_build_object('task_id', gen_random_uuid(), 'scheduled_at', now())
 		FROM generate_series(1, 2000)`, jobs), kind, queue)
 	require.NoError(t, err)

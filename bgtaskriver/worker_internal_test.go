@@ -2,12 +2,10 @@ package bgtaskriver
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/bgtask-go/bgtask"
-	"github.com/bgtask-go/bgtask/bgtaskriver/internal/pgtest"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/assert"
@@ -18,10 +16,7 @@ import (
 // instance is dropped, as one whose registration Work does not find: its job is
 // cancelled, not failed (which would use up one of its attempts, and run it again).
 func TestFireOfARegistrationUnregisteredMeanwhileIsDropped(t *testing.T) {
-	pool, schema := pgtest.Schema(t)
-	f, err := New(pool, Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	require.NoError(t, f.Migrate(t.Context()))
+	f, _ := migratedFleet(t)
 	h, err := bgtask.NewHost(append(f.Options(), bgtask.WithLogger(nil),
 		bgtask.WithEntryPoint("job", bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil })))...)
 	require.NoError(t, err)
