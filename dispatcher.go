@@ -35,7 +35,7 @@ type Dispatcher interface {
 	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
 	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
 	// host's: a fire made while it is suspended is still handed over, for another
-	// process to run. A OneShot registration is unregistered when its instance starts, by
+	// process to run, and so is a time that came before Shutdown, while Shutdown runs. A OneShot registration is unregistered when its instance starts, by
 	// RunInstance in the process that runs it, so that the process that takes the fire
 	// still knows the registration; once Dispatch answered Allowed or CurrentlyRunning to
 	// one of its fires, the dispatching host refuses the next ones itself
@@ -114,8 +114,11 @@ func (h *Host) fleetIdentity(r *Registration) error {
 // Once the dispatcher took a OneShot registration's fire, further fires here are refused:
 // it is unregistered when its instance starts (RunInstance), wherever that is.
 func (h *Host) dispatch(ctx context.Context, r *Registration, details any, waiter chan<- CompletedEventArgs, call func(func()) error) (ApplicationTriggerResult, error) {
+	// A time fire the scheduler took before Shutdown is handed over still: its time is
+	// spent here, and the store says so.
+	_, timeFire := details.(*TimeTriggerDetails)
 	h.lock()
-	refused := h.closed || r.unregistered || r.spent
+	refused := h.closed && !timeFire || r.unregistered || r.spent
 	h.unlock()
 	if refused {
 		return DisabledByPolicy, nil

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -494,6 +495,85 @@ func TestTimeFiresDueTogetherAreDispatchedAtOnce(t *testing.T) {
 		assert.Equal(t, time.Minute, second.Sub(first))
 		mu.Unlock()
 		require.NoError(t, h.Shutdown(t.Context()))
+	})
+}
+
+// A dispatched registration whose instance runs here (RunInstance) keeps its schedule
+// when Ensure changes it meanwhile: its later times still go to the dispatcher, never to an
+// instance started here.
+func TestEnsureWhileADispatchedInstanceRunsHereKeepsDispatching(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h *bgtask.Host
+		var dispatched, launched atomic.Int32
+		d := funcDispatcher(func(_ context.Context, r *bgtask.Registration, details any, _ bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			dispatched.Add(1)
+			out, err := h.RunInstance(context.Background(), r, uuid.New(), details)
+			if errors.Is(err, bgtask.ErrHeld) {
+				return out, bgtask.CurrentlyRunning, nil
+			}
+			return out, bgtask.Allowed, err
+		})
+		h = dispatchingHost(t, newMemStore(), d, func(ctx context.Context, _ bgtask.BackgroundTaskInstance) error {
+			select {
+			case <-time.After(150 * time.Second): // longer than the period
+			case <-ctx.Done():
+			}
+			return nil
+		})
+		h.Subscribe(func(bgtask.Event) { launched.Add(1) }, bgtask.EventLaunched)
+		b := bgtask.Builder{Name: "t", TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}}
+		_, err := h.Register(b)
+		require.NoError(t, err)
+		time.Sleep(time.Minute + time.Second) // the first instance runs
+		b.MaxExecutionTime = time.Hour
+		_, err = h.Ensure(b)
+		require.NoError(t, err)
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		// Each Dispatch runs its instance to the end, 150 s: the times that come meanwhile
+		// are one catch-up, handed over when it returns (at 1, 3 and 6 minutes).
+		assert.Equal(t, int32(3), dispatched.Load(), "the times handed over")
+		assert.Equal(t, dispatched.Load(), launched.Load(), "the instances that the Dispatches ran, and no other")
+		require.NoError(t, h.Shutdown(context.Background()))
+	})
+}
+
+// The time fires the scheduler took before Shutdown are handed over while Shutdown runs
+// (here called by the Dispatch of one of them), not refused: their times are spent here,
+// and after a restart none comes due again.
+func TestTimeFiresTakenBeforeShutdownAreHandedOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 10
+		s := newMemStore()
+		var h *bgtask.Host
+		var mu sync.Mutex
+		got := map[string]int{}
+		d := funcDispatcher(func(_ context.Context, r *bgtask.Registration, _ any, _ bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
+			mu.Lock()
+			got[r.Name()]++
+			mu.Unlock()
+			if r.Name() == "t0" {
+				_ = h.Shutdown(context.Background()) // a callback: it does not wait for itself
+			}
+			return bgtask.CompletedEventArgs{}, bgtask.Allowed, nil
+		})
+		h = dispatchingHost(t, s, d, nopTask)
+		for k := range n {
+			_, err := h.Register(bgtask.Builder{Name: fmt.Sprint("t", k), TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Minute}})
+			require.NoError(t, err)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		require.NoError(t, h.Shutdown(context.Background()))
+		h2 := dispatchingHost(t, s, d, nopTask) // a restart at once, on the same store
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		require.NoError(t, h2.Shutdown(context.Background()))
+		mu.Lock()
+		defer mu.Unlock()
+		for k := range n {
+			assert.Equal(t, 1, got[fmt.Sprint("t", k)], "t%d: its first time handed over once", k)
+		}
 	})
 }
 

@@ -411,7 +411,9 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 		r.sched.period, r.sched.next = next.sched.period, next.sched.next
 	}
 	h.restoreCountdownLocked(r, next)
-	if r.running == nil && !r.held || r.kind != timeKind {
+	// A time trigger waits for its instance to be retired, but for one whose fires go to
+	// the dispatcher: an instance run here (RunInstance) does not hold its schedule.
+	if r.running == nil && !r.held || r.kind != timeKind || h.dispatched(r) {
 		r.trigger.attach(r)
 	}
 	return nil
