@@ -68,6 +68,10 @@ func WithDispatcher(d Dispatcher) Option {
 	}}
 }
 
+// Dispatcher returns the dispatcher the host was made with ([WithDispatcher]), or nil, so
+// that a dispatcher can tell its own host from another.
+func (h *Host) Dispatcher() Dispatcher { return h.dispatcher }
+
 // ErrHeld is matched by the error of [Host.RunInstance] when the instance cannot start
 // now: the error is a [*HeldError] saying why. The fire is not lost: whoever holds it
 // tries again later.

@@ -67,6 +67,13 @@ func dispatchingHost(t *testing.T, s bgtask.Store, d bgtask.Dispatcher, task bgt
 		bgtask.WithEntryPoint("job", task)}, opts...)...)
 }
 
+func TestHostDispatcher(t *testing.T) {
+	q := &queue{}
+	h := dispatchingHost(t, newMemStore(), q, nopTask)
+	assert.Same(t, q, h.Dispatcher())
+	assert.Nil(t, newHost(t).Dispatcher(), "none")
+}
+
 func TestDispatcherTakesRequests(t *testing.T) {
 	ran := make(chan struct{}, 1)
 	q := &queue{}

@@ -49,12 +49,18 @@
 // under every rule of that host.
 //
 //   - Request is a job unique by TaskID while queued or running: a second Request, from any
-//     replica, answers CurrentlyRunning, also while the first is held. Its arguments
-//     travel as JSON and keep their Go types (ints, floats, times, durations, byte
-//     slices; other values come back as encoding/json reads them into an any).
-//     RequestAndWait waits for the job's end by reading its row, every 5 ms at first,
-//     doubling up to every 500 ms. If that wait fails (its ctx ends, a read fails), it
-//     returns the error, and the job, already queued, still runs.
+//     replica, answers CurrentlyRunning, also while the first is held, and until River
+//     has written the end of the job, in batches, up to about 250 ms after the
+//     instance's Completed event (a Request from an OnCompleted handler may answer
+//     CurrentlyRunning; one after RequestAndWait returned does not). Its arguments
+//     travel as JSON and keep their Go types: ints, uints, float32s, float64s, times
+//     (their instant and offset, not their zone's name), durations and byte slices;
+//     other values (named types such as a type Color int, pointers, structs) come back
+//     as encoding/json reads them into an any. RequestAndWait waits for the job's end
+//     by reading its row, every 5 ms at first, doubling up to every 500 ms: it returns
+//     within as long again as the job took, and at most 500 ms, after the job ended. If
+//     that wait fails (its ctx ends, a read fails), it returns the error, and the job,
+//     already queued, still runs.
 //   - A TimeTrigger's times are on a grid from the Unix epoch, the same in every replica;
 //     each replica's scheduler inserts the job of each time, unique by TaskID and time
 //     for good, so the first insert wins and each time runs once. A time that comes
@@ -82,7 +88,8 @@
 //     [Fleet.Instance] within a second, and the results with [Fleet.LastResult].
 //   - [Fleet.Cancel], on any replica, is River's JobCancel: on the replica that runs the
 //     instance its context's cause is the *bgtask.CanceledError with Abort, and its
-//     OnCanceled handlers run.
+//     OnCanceled handlers run. It takes an InstanceID, which a fire gets when a replica
+//     takes it: a fire still queued since its Request has none to cancel it by.
 //   - [Fleet.Stop] cancels the instances of its replica with Terminating: their fires run
 //     again on another replica (River hands the jobs back, with their attempts), or end
 //     canceled with [Config].StopCancelsJobs.

@@ -51,7 +51,8 @@ type Config struct {
 	// settings of the same names). River's defaults, 100 ms and 1 s, spare the database
 	// at the cost of latency: the cooldown also spaces the notifications of the jobs
 	// this replica inserts, so that a fire dispatched within a cooldown of the last
-	// notification may wait for the next poll. Defaults: 10 ms and 200 ms.
+	// notification may wait for the next poll. FetchPollInterval may not be shorter than
+	// FetchCooldown. Defaults: 10 ms, and 200 ms or FetchCooldown if longer.
 	FetchCooldown     time.Duration
 	FetchPollInterval time.Duration
 	// Logger receives River's log and the fleet's own problems (a progress write that
@@ -68,7 +69,8 @@ const (
 )
 
 // withDefaults returns c with its defaults filled in, or an error wrapping
-// bgtask.ErrInvalidArgument for a negative setting.
+// bgtask.ErrInvalidArgument for a negative setting, or a FetchPollInterval shorter than
+// the FetchCooldown.
 func (c Config) withDefaults() (Config, error) {
 	for _, s := range []struct {
 		name     string
@@ -85,6 +87,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.RescueAfter = cmp.Or(c.RescueAfter, defaultRescueAfter)
 	c.FetchCooldown = cmp.Or(c.FetchCooldown, defaultFetchCooldown)
 	c.FetchPollInterval = cmp.Or(c.FetchPollInterval, max(defaultFetchPollInterval, c.FetchCooldown))
+	if c.FetchPollInterval < c.FetchCooldown {
+		return c, fmt.Errorf("bgtaskriver: Config.FetchPollInterval is shorter than FetchCooldown: %w", bgtask.ErrInvalidArgument)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -164,13 +169,17 @@ func (f *Fleet) ID() string { return f.client.ID() }
 // Postgres holds inserts into the table while it builds it, which on a large table of
 // jobs takes a while, once. It is idempotent and safe to call from several replicas at
 // once: they take turns, under a Postgres advisory lock held by one connection of the
-// pool meanwhile, so the pool needs at least two connections, and Migrate waits, bounded
-// only by ctx, while another replica migrates. River's migrations log what they apply, at
+// pool meanwhile, so the pool needs at least two connections (with one, Migrate is an
+// error wrapping bgtask.ErrInvalidArgument), and Migrate waits, bounded only by ctx,
+// while another replica migrates. River's migrations log what they apply, at
 // Info.
 func (f *Fleet) Migrate(ctx context.Context) error {
 	migrator, err := rivermigrate.New(riverpgxv5.New(f.pool), &rivermigrate.Config{Schema: f.cfg.Schema, Logger: f.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("bgtaskriver: %w", err)
+	}
+	if n := f.pool.Config().MaxConns; n < 2 {
+		return fmt.Errorf("bgtaskriver: Migrate: a pool of %d connection: it needs two: %w", n, bgtask.ErrInvalidArgument)
 	}
 	unlock, err := f.lockMigrations(ctx)
 	if err != nil {
@@ -222,13 +231,17 @@ func (f *Fleet) lockMigrations(ctx context.Context) (unlock func(), err error) {
 // made with [Fleet.Options] (and whose registrations every replica Ensures alike). It
 // starts River's client, whose goroutines run until [Fleet.Stop]; ctx is used while
 // starting only: its end does not stop the fleet. A fleet starts once: Start again, or
-// with a nil host, is an error wrapping bgtask.ErrInvalidArgument.
+// with a nil host or one not made with this fleet's Options, is an error wrapping
+// bgtask.ErrInvalidArgument.
 //
 // Before Start, and after Stop, the fleet still dispatches the host's fires (it inserts
 // jobs), reads and cancels instances: it only runs none.
 func (f *Fleet) Start(ctx context.Context, h *bgtask.Host) error {
 	if h == nil {
 		return fmt.Errorf("bgtaskriver: Start: nil host: %w", bgtask.ErrInvalidArgument)
+	}
+	if d, ok := h.Dispatcher().(dispatcher); !ok || d.f != f {
+		return fmt.Errorf("bgtaskriver: Start: a host not made with this fleet's Options: %w", bgtask.ErrInvalidArgument)
 	}
 	if !f.host.CompareAndSwap(nil, h) {
 		return fmt.Errorf("bgtaskriver: Start: started before: %w", bgtask.ErrInvalidArgument)

@@ -203,20 +203,40 @@ func TestNewAndStartRefuseBadArguments(t *testing.T) {
 		{RescueAfter: -time.Second},
 		{FetchCooldown: -time.Millisecond},
 		{FetchPollInterval: -time.Millisecond},
+		{FetchCooldown: time.Second, FetchPollInterval: time.Millisecond},
 	} {
 		_, err := bgtaskriver.New(db.pool, cfg)
 		assert.ErrorIs(t, err, bgtask.ErrInvalidArgument, "%+v", cfg)
 	}
-	_, err = bgtaskriver.New(db.pool, bgtaskriver.Config{FetchCooldown: time.Second, FetchPollInterval: time.Millisecond})
-	assert.Error(t, err, "River's own check: a poll shorter than the cooldown")
+	f, err := bgtaskriver.New(db.pool, bgtaskriver.Config{FetchCooldown: time.Second})
+	require.NoError(t, err, "the poll's default follows a longer cooldown")
 
 	r := db.replica(t, "a", bgtaskriver.Config{})
 	assert.Equal(t, "a", r.fleet.ID())
 	assert.ErrorIs(t, r.fleet.Start(t.Context(), nil), bgtask.ErrInvalidArgument)
+	plain, err := bgtask.NewHost(bgtask.WithLogger(nil))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, plain.Shutdown(context.Background())) }()
+	assert.ErrorIs(t, r.fleet.Start(t.Context(), plain), bgtask.ErrInvalidArgument, "a host without the fleet's Options")
+	assert.ErrorIs(t, f.Start(t.Context(), r.host), bgtask.ErrInvalidArgument, "the host of another fleet")
 	r.start(t)
 	assert.ErrorIs(t, r.fleet.Start(t.Context(), r.host), bgtask.ErrInvalidArgument, "started before")
 	require.NoError(t, r.fleet.Stop(t.Context()))
 	require.NoError(t, r.fleet.Stop(t.Context()), "again")
+}
+
+// Migrate needs a pool of two connections at least: one holds the lock of the migrations.
+func TestMigrateRefusesAPoolOfOne(t *testing.T) {
+	t.Parallel()
+	db := newFleetDB(t)
+	cfg := db.pool.Config()
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	f, err := bgtaskriver.New(pool, bgtaskriver.Config{Schema: db.schema, Logger: quiet})
+	require.NoError(t, err)
+	assert.ErrorIs(t, f.Migrate(t.Context()), bgtask.ErrInvalidArgument)
 }
 
 func TestPhaseString(t *testing.T) {

@@ -133,7 +133,7 @@ func tick(say func(string, ...any)) bgtask.TaskFunc {
 		if !ok {
 			return fmt.Errorf("tick: started by %T, not its time trigger", inst.TriggerDetails())
 		}
-		say("tick for %s (instance %s)", d.ScheduledAt.Local().Format("15:04:05"), short(inst))
+		say("tick for %s (instance %s)", d.ScheduledAt.Local().Format("15:04:05"), inst.InstanceID())
 		return nil
 	}
 }
@@ -150,7 +150,7 @@ func report(say func(string, ...any)) bgtask.TaskFunc {
 		if err != nil {
 			return err
 		}
-		say("report %d requested by %s: running (instance %s)", n, from, short(inst))
+		say("report %d requested by %s: running (instance %s)", n, from, inst.InstanceID())
 		for p := uint32(10); p <= 100; p += 10 {
 			select {
 			case <-time.After(150 * time.Millisecond):
@@ -163,11 +163,4 @@ func report(say func(string, ...any)) bgtask.TaskFunc {
 		say("report %d requested by %s: done", n, from)
 		return nil
 	}
-}
-
-// short is the end of inst's InstanceID, enough to tell instances apart (its beginning is
-// the job's id).
-func short(inst bgtask.BackgroundTaskInstance) string {
-	id := inst.InstanceID().String()
-	return "…" + id[len(id)-12:]
 }
