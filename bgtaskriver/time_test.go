@@ -2,6 +2,7 @@ package bgtaskriver_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -147,4 +148,51 @@ func TestTimeFiresHeldWhileRunningCoalesce(t *testing.T) {
 	assert.LessOrEqual(t, gap, 4*period)
 	assert.Equal(t, period, at(third).Sub(at(second)), "then every time")
 	t.Logf("first %s, catch-up %s (held on %s), then %s", at(first).Format("15:04:05"), at(second).Format("15:04:05"), second.replica, at(third).Format("15:04:05"))
+}
+
+// Two replicas Ensure the same 100 time triggers of one period, which come due together
+// (the grid starts at the epoch): each replica's scheduler hands them over at once, and
+// each time of each registration still runs once in the fleet at most, the latest always.
+func TestTimeBurstRunsOncePerFleet(t *testing.T) {
+	t.Parallel()
+	const n, every = 100, 2 * time.Second
+	db := newFleetDB(t)
+	var mu sync.Mutex
+	ran := make(map[string][]time.Time) // by registration, the times that ran
+	task := bgtask.TaskFunc(func(_ context.Context, inst bgtask.BackgroundTaskInstance) error {
+		mu.Lock()
+		defer mu.Unlock()
+		name := inst.Task().Name()
+		ran[name] = append(ran[name], inst.TriggerDetails().(*bgtask.TimeTriggerDetails).ScheduledAt)
+		return nil
+	})
+	for _, name := range []string{"a", "b"} {
+		r := db.replica(t, name, bgtaskriver.Config{}, bgtask.WithEntryPoint("job", task))
+		for k := range n {
+			r.ensure(t, bgtask.Builder{Name: fmt.Sprint("t", k), TaskEntryPoint: "job", Trigger: &bgtask.TimeTrigger{FreshnessTime: every}})
+		}
+		r.start(t)
+	}
+	last := time.Now().Truncate(every).Add(3 * every) // two bursts at least before it
+	eventually(t, last.Sub(time.Now())+waitFor, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for k := range n {
+			times := ran[fmt.Sprint("t", k)]
+			if len(times) == 0 || times[len(times)-1].Before(last) {
+				return false
+			}
+		}
+		return true
+	}, "every registration ran its time of "+last.Format("15:04:05"))
+	mu.Lock()
+	defer mu.Unlock()
+	runs := 0
+	for name, times := range ran {
+		for k := 1; k < len(times); k++ {
+			assert.True(t, times[k].After(times[k-1]), "%s ran %v after %v: a time twice, or out of order", name, times[k], times[k-1])
+		}
+		runs += len(times)
+	}
+	t.Logf("%d runs of %d registrations", runs, n)
 }
