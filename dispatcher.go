@@ -35,11 +35,11 @@ type Dispatcher interface {
 	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
 	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
 	// host's: a fire made while it is suspended is still handed over, for another
-	// process to run, and so is a time that came before Shutdown, while Shutdown runs. A OneShot registration is unregistered when its instance starts, by
-	// RunInstance in the process that runs it, so that the process that takes the fire
-	// still knows the registration; once Dispatch answered Allowed or CurrentlyRunning to
-	// one of its fires, the dispatching host refuses the next ones itself
-	// (DisabledByPolicy).
+	// process to run, and so is a time that came before Shutdown, while Shutdown runs.
+	// A OneShot registration is unregistered when its instance starts, by RunInstance in
+	// the process that runs it, so that the process that takes the fire still knows the
+	// registration; once Dispatch answered Allowed or CurrentlyRunning to one of its
+	// fires, the dispatching host refuses the next ones itself (DisabledByPolicy).
 	Dispatch(ctx context.Context, r *Registration, details any, wait bool) (CompletedEventArgs, ApplicationTriggerResult, error)
 }
 

@@ -171,8 +171,7 @@ func (f *Fleet) ID() string { return f.client.ID() }
 // once: they take turns, under a Postgres advisory lock held by one connection of the
 // pool meanwhile, so the pool needs at least two connections (with one, Migrate is an
 // error wrapping bgtask.ErrInvalidArgument), and Migrate waits, bounded only by ctx,
-// while another replica migrates. River's migrations log what they apply, at
-// Info.
+// while another replica migrates. River's migrations log what they apply, at Info.
 func (f *Fleet) Migrate(ctx context.Context) error {
 	migrator, err := rivermigrate.New(riverpgxv5.New(f.pool), &rivermigrate.Config{Schema: f.cfg.Schema, Logger: f.cfg.Logger})
 	if err != nil {
