@@ -1,7 +1,6 @@
 package bgtaskriver
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -173,7 +172,7 @@ func keyOf(args jobArgs) jobKey {
 
 // compare orders keys, as the inserter sorts its batches.
 func (k jobKey) compare(o jobKey) int {
-	if c := bytes.Compare(k.task[:], o.task[:]); c != 0 {
+	if c := compareIDs(k.task, o.task); c != 0 {
 		return c
 	}
 	return cmp.Compare(k.at, o.at)

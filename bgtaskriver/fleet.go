@@ -149,6 +149,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Fleet, error) {
 		return nil, fmt.Errorf("bgtaskriver: %w", err)
 	}
 	f.ins.client, f.progress.client = f.client, f.client
+	f.ins.pool = pool
 	f.timeFireSQL = timeFireSQLFor(cfg.Schema)
 	return f, nil
 }

@@ -1,10 +1,13 @@
 package bgtaskriver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 
 	"github.com/bgtask-go/bgtask"
 	"github.com/google/uuid"
@@ -200,24 +203,29 @@ func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.
 	// Both statements go in one batch: pgx sends it in one round trip, and Postgres runs
 	// a batch's statements in one implicit transaction (pgx's Conn.SendBatch): an error in
 	// either rolls both back. The deletes come second, so that they win over the puts.
+	// Each statement locks its rows in the order of its TaskIDs, sorted, so that the
+	// writes of several replicas, which write the same records (the countdowns of time
+	// triggers), lock them in one order and cannot deadlock.
 	var b pgx.Batch
 	if len(put) > 0 {
-		ids := make([]uuid.UUID, 0, len(put))
-		recs := make([][]byte, 0, len(put))
-		for id, rec := range put {
-			if rec == nil {
-				rec = []byte{} // nil would be a NULL, which the table refuses
+		ids := slices.SortedFunc(maps.Keys(put), compareIDs)
+		recs := make([][]byte, len(ids))
+		for k, id := range ids {
+			recs[k] = put[id]
+			if recs[k] == nil {
+				recs[k] = []byte{} // nil would be a NULL, which the table refuses
 			}
-			ids = append(ids, id)
-			recs = append(recs, rec)
 		}
 		b.Queue(s.upsert, ids, recs)
 	}
 	if len(del) > 0 {
-		b.Queue(s.remove, del)
+		b.Queue(s.remove, slices.SortedFunc(slices.Values(del), compareIDs))
 	}
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("bgtaskriver: writing %s: %w", s.name, err)
 	}
 	return nil
 }
+
+// compareIDs orders TaskIDs by their bytes.
+func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }

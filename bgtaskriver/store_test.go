@@ -3,6 +3,8 @@ package bgtaskriver_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -187,6 +189,27 @@ func TestStoreConcurrentUse(t *testing.T) {
 	recs, err := s.Load(ctx)
 	require.NoError(t, err)
 	assert.Len(t, recs, len(ids))
+}
+
+// Replicas write the same records at once (the countdowns of time triggers): their writes
+// lock the rows in one order, and never deadlock.
+func TestStoreWritersOfTheSameRecordsDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, _, _ := newStore(t)
+	put := make(map[uuid.UUID][]byte)
+	for i := range 200 {
+		put[uuid.New()] = record(i)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for range 10 {
+				assert.NoError(t, s.Apply(ctx, put, slices.Collect(maps.Keys(put))[:20]))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestStoreDefaultSchema gives NewStore no schema: the table is where the connections'
