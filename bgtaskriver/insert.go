@@ -27,7 +27,7 @@ import (
 const maxBatch = 1000
 
 // inserter groups the inserts of concurrent fires (see above). Its zero value, with a
-// client, is ready for use; it is safe for concurrent use.
+// client and its pool, is ready for use; it is safe for concurrent use.
 type inserter struct {
 	client *river.Client[pgx.Tx]
 	pool   *pgxpool.Pool
