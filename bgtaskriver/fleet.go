@@ -166,9 +166,9 @@ func (f *Fleet) ID() string { return f.client.ID() }
 
 // Migrate creates River's tables, the store's and the fleet's own (bgtask_time_fire, see
 // the package doc) in the fleet's schema, or brings them up to date. It also makes an
-// index on River's job table, bgtask_time_fire_jobs, of the time fires' unfinished jobs;
-// Postgres holds inserts into the table while it builds it, which on a large table of
-// jobs takes a while, once. It is idempotent and safe to call from several replicas at
+// index on River's job table, bgtask_time_fire_jobs, of the time fires' unfinished jobs,
+// if it does not exist: Postgres holds the writes to the table while it builds it, which
+// on a large table of jobs takes a while, once. It is idempotent and safe to call from several replicas at
 // once: they take turns, under a Postgres advisory lock held by one connection of the
 // pool meanwhile, so the pool needs at least two connections (with one, Migrate is an
 // error wrapping bgtask.ErrInvalidArgument), and Migrate waits, bounded only by ctx,
@@ -191,13 +191,11 @@ func (f *Fleet) Migrate(ctx context.Context) error {
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("bgtaskriver: migrating River: %w", err)
 	}
-	jobs, timeFires := tables(f.cfg.Schema)
 	err = pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
 		if err := f.store.migrateTx(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, fmt.Sprintf(createTimeFireSQL, timeFires, jobs))
-		return err
+		return migrateTimeFiresTx(ctx, tx, f.cfg.Schema)
 	})
 	if err != nil {
 		return fmt.Errorf("bgtaskriver: migrating: %w", err)

@@ -1,6 +1,7 @@
 package bgtaskriver
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -40,6 +41,7 @@ func TestTimeFireDecisionUsesItsIndex(t *testing.T) {
 	require.NoError(t, err)
 	rows, err := pool.Query(ctx, "EXPLAIN "+f.timeFireSQL, uuid.NewString(), int64(1), time.Now())
 	require.NoError(t, err)
+	defer rows.Close()
 	var plan strings.Builder
 	for rows.Next() {
 		var line string
@@ -51,4 +53,19 @@ func TestTimeFireDecisionUsesItsIndex(t *testing.T) {
 	// few jobs run at once.
 	assert.Contains(t, plan.String(), timeFireIndex, "the read of the later times' jobs uses the index")
 	assert.NotContains(t, plan.String(), "Seq Scan on river_job", "no read of the jobs reads them all")
+}
+
+// Migrate again does not wait for the transactions that write jobs (nor hold those that
+// come after it): the index exists, and it does not lock the job table.
+func TestMigrateAgainDoesNotWaitForWriters(t *testing.T) {
+	f, schema := migratedFleet(t)
+	jobs, _ := tables(schema)
+	writer, err := f.pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer func() { _ = writer.Rollback(context.Background()) }()
+	_, err = writer.Exec(t.Context(), "INSERT INTO "+jobs+" (kind, queue, max_attempts, args) VALUES ('other', 'other', 1, '{}')")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, f.Migrate(ctx), "while a transaction writes a job")
 }
