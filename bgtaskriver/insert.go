@@ -14,7 +14,7 @@ import (
 )
 
 // The group insert: fires dispatched at the same time, by Requests on many goroutines or
-// by a host's scheduler, go into River in one InsertMany, as a database's group commit
+// by the time fires a host hands over together, go into River in one InsertMany, as a database's group commit
 // does. One of the waiting goroutines, the leader, inserts everything queued when it
 // starts, while the next fires queue up behind it; when its insert returns, the leader
 // hands the lead to the first of those, which inserts them all in the next round trip.
@@ -117,8 +117,9 @@ const (
 	codeLockNotAvailable     = "55P03" // lock_timeout passed
 )
 
-// maxInsertTries bounds the tries of one batch: with the lock_timeout of beginInsert,
-// about 2 s of waiting for locks.
+// maxInsertTries bounds the tries of one batch: all but the last wait at most 100 ms for
+// a lock (beginInsert), about 2 s in all; the last waits as long as it must, as River's
+// InsertMany would, so that a batch held by a long transaction still goes in.
 const maxInsertTries = 20
 
 // beginInsert begins the transaction of a batch, in one round trip (River's InsertMany
@@ -138,7 +139,7 @@ const beginInsert = "BEGIN; SET LOCAL lock_timeout = '100ms'"
 // jobs stay running meanwhile, and the next times of their registrations wait for them.
 // With 3 replicas of 200 time triggers due every second, 83–818 times of 1,200 were then
 // coalesced into later ones. So a batch waits at most 100 ms for a lock (lock_timeout):
-// it then gives way, and is inserted again, up to maxInsertTries times. With this, and
+// it then gives way, and is inserted again (see maxInsertTries). With this, and
 // the store's writes sorted (Store.Apply), no time was coalesced in 8 runs of that test.
 func (in *inserter) insertMany(ctx context.Context, xs []*insertion) ([]*rivertype.JobInsertResult, error) {
 	slices.SortFunc(xs, func(a, b *insertion) int { return a.key.compare(b.key) })
@@ -147,8 +148,12 @@ func (in *inserter) insertMany(ctx context.Context, xs []*insertion) ([]*riverty
 		params[k] = x.params
 	}
 	for try := 1; ; try++ {
+		begin := pgx.TxOptions{BeginQuery: beginInsert}
+		if try == maxInsertTries {
+			begin = pgx.TxOptions{}
+		}
 		var results []*rivertype.JobInsertResult
-		err := pgx.BeginTxFunc(ctx, in.pool, pgx.TxOptions{BeginQuery: beginInsert}, func(tx pgx.Tx) error {
+		err := pgx.BeginTxFunc(ctx, in.pool, begin, func(tx pgx.Tx) error {
 			var err error
 			results, err = in.client.InsertManyTx(ctx, tx, params)
 			return err

@@ -13,6 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// waitLong is how long a test waits for something that takes milliseconds, on a loaded
+// machine.
+const waitLong = 15 * time.Second
+
 // timeInsertion returns the insertion of the job of time at of registration task.
 func timeInsertion(task uuid.UUID, at time.Time) *insertion {
 	args := jobArgs{TaskID: task, Name: "x", ScheduledAt: &at}
@@ -53,8 +57,13 @@ func TestABatchGivesWayInADeadlock(t *testing.T) {
 		res, err := f.ins.insertMany(context.Background(), []*insertion{timeInsertion(first, at), timeInsertion(second, at)})
 		done <- answer{res, err}
 	}()
-	for waiting := 0; waiting == 0; { // polling: the server says when the batch waits
-		require.NoError(t, f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()").Scan(&waiting))
+	deadline := time.Now().Add(waitLong)
+	for waiting := 0; waiting == 0; { // polling: only the server knows when the batch waits
+		require.True(t, time.Now().Before(deadline), "the batch never waited for the lock")
+		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND datname = current_database() AND query ILIKE '%river_job%'
+			AND pid <> $1`, other.Conn().PgConn().PID()).Scan(&waiting))
+		time.Sleep(5 * time.Millisecond)
 	}
 	_, err = other.Exec(ctx, "SELECT 1 FROM "+jobs+" WHERE id = $1 FOR UPDATE", job1)
 	require.NoError(t, err, "the batch gave way before the other transaction's lock_timeout")
