@@ -84,7 +84,7 @@ func (p *progress) pruneLocked(h *bgtask.Host) {
 		busy[t.reg] = true
 	}
 	for r, remove := range p.hooks {
-		if cur, ok := h.Lookup(r.TaskID()); !busy[r] && (!ok || cur != r) {
+		if !busy[r] && !registered(h, r) {
 			remove()
 			delete(p.hooks, r)
 		}

@@ -102,12 +102,18 @@ func (f *Fleet) run(ctx context.Context, h *bgtask.Host, r *bgtask.Registration,
 		return river.JobSnooze(heldWait(job))
 	case errors.Is(err, bgtask.ErrHostClosed):
 		return river.JobSnooze(elsewhere)
-	case errors.Is(err, bgtask.ErrInvalidArgument): // r was unregistered since Work found it
+	case errors.Is(err, bgtask.ErrInvalidArgument) && !registered(h, r): // unregistered since Work found it
 		return f.unknown(ctx, job)
 	case err != nil:
 		return err
 	}
 	return f.end(ctx, r, out)
+}
+
+// registered reports whether r is h's registration of its TaskID.
+func registered(h *bgtask.Host, r *bgtask.Registration) bool {
+	cur, ok := h.Lookup(r.TaskID())
+	return ok && cur == r
 }
 
 // end ends the job of an instance that ran, with out its result. An instance canceled
