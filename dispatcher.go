@@ -28,9 +28,9 @@ type Dispatcher interface {
 	//
 	// It is called with no lock of the library held, on the goroutine that fired for a
 	// Request (its caller's), and for time fires on goroutines of the host: the time
-	// fires that come due together are handed over at once, each on a goroutine of its
-	// own, so that the dispatcher may take them together, and Dispatch must be safe for
-	// concurrent use. It may block; the host's later time fires wait until every Dispatch
+	// fires that come due together are handed over at once, up to 64 at a time, each on
+	// a goroutine of its own, so that the dispatcher may take them together, and
+	// Dispatch must be safe for concurrent use. It may block; the host's later time fires wait until every Dispatch
 	// of the time fires before them has returned. An error makes Request return it; for
 	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
 	// recovered, logged (EventPanic) and returned as the error. Suspension is the local

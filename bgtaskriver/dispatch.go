@@ -84,8 +84,9 @@ type dispatcher struct{ f *Fleet }
 // Dispatch inserts the job of a fire of r, and answers CurrentlyRunning when River skips it
 // as a duplicate: r has a job queued or running (a Request), or this time of the grid
 // has its job (a time fire; another replica inserted it). With wait, it then waits for the
-// job's end (see Fleet.wait). It runs on the goroutine that fired (see bgtask.Dispatcher)
-// and blocks for one insert, which it may share with the fires of other goroutines.
+// job's end (see Fleet.wait). It runs on the goroutine that fired, or the host's for a
+// time fire (see bgtask.Dispatcher), and blocks for one insert, which it may share with
+// the fires of other goroutines.
 func (d dispatcher) Dispatch(ctx context.Context, r *bgtask.Registration, details any, wait bool) (bgtask.CompletedEventArgs, bgtask.ApplicationTriggerResult, error) {
 	var none bgtask.CompletedEventArgs
 	if err := ctx.Err(); err != nil {

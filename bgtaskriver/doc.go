@@ -70,8 +70,8 @@
 //     After the whole fleet was down, the first replica back inserts the catch-up of the
 //     latest time missed. The times due at one instant (on the grid, those of every
 //     registration of a period) are inserted together, up to 64 in a round trip: the
-//     instances of 1,000 time triggers due at once start within half a second of their
-//     time on one replica of two cores (BenchmarkFleetTimeTriggersDueAtOnce).
+//     instances of 1,000 time triggers due at once start within about half a second of
+//     their time on one replica of two cores (BenchmarkFleetTimeTriggersDueAtOnce).
 //   - A fire that the replica that takes it must hold (its instance runs, the host is
 //     suspended, a condition does not hold, Policy.MaxConcurrent is reached: RunInstance
 //     says ErrHeld) is snoozed, 50 ms at first, doubling up to 1 s, and any replica may
@@ -164,8 +164,9 @@
 //
 // # Goroutines
 //
-// The dispatcher runs on the goroutine that fired (Request's caller, or the host's
-// scheduler); the first of the goroutines that fire at once inserts for all of them. River
+// The dispatcher runs on the goroutine that fired: Request's caller, or for time fires a
+// goroutine of the host's, one per fire of those due together; the first of the
+// goroutines that fire at once inserts for all of them. River
 // runs each job on a goroutine of its own, which waits for the instance (the host runs
 // the task on its own goroutines). The fleet's OnProgress handler runs on the host's event
 // goroutine and hands progress to a writer goroutine per instance that reports any, which

@@ -205,7 +205,8 @@ func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.
 	// either rolls both back. The deletes come second, so that they win over the puts.
 	// Each statement locks its rows in the order of its TaskIDs, sorted, so that the
 	// writes of several replicas, which write the same records (the countdowns of time
-	// triggers), lock them in one order and cannot deadlock.
+	// triggers), lock them in one order. (A put and a delete of two records, in two
+	// replicas at once, may still deadlock: the host writes them again later.)
 	var b pgx.Batch
 	if len(put) > 0 {
 		ids := slices.SortedFunc(maps.Keys(put), compareIDs)

@@ -155,8 +155,10 @@ func TestTimeFiresHeldWhileRunningCoalesce(t *testing.T) {
 // each time of each registration runs once in the fleet. None is coalesced into a later
 // one: no instance lasts until the next time, and the replicas' duplicate inserts give
 // way to River's completer (insert.go).
+//
+// Not parallel: it runs before this package's parallel tests, while none of them loads
+// the machine, so that a time coalesced would be the fleet's doing.
 func TestTimeBurstRunsOncePerFleet(t *testing.T) {
-	t.Parallel()
 	const n, every = 200, time.Second
 	db := newFleetDB(t)
 	var mu sync.Mutex
