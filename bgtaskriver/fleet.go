@@ -168,11 +168,12 @@ func (f *Fleet) ID() string { return f.client.ID() }
 // the package doc) in the fleet's schema, or brings them up to date. It also makes an
 // index on River's job table, bgtask_time_fire_jobs, of the time fires' unfinished jobs,
 // if it does not exist: Postgres holds the writes to the table while it builds it, which
-// on a large table of jobs takes a while, once. It is idempotent and safe to call from several replicas at
-// once: they take turns, under a Postgres advisory lock held by one connection of the
-// pool meanwhile, so the pool needs at least two connections (with one, Migrate is an
-// error wrapping bgtask.ErrInvalidArgument), and Migrate waits, bounded only by ctx,
-// while another replica migrates. River's migrations log what they apply, at Info.
+// on a large table of jobs takes a while, once. It is idempotent and safe to call from
+// several replicas at once: they take turns, under a Postgres advisory lock held by one
+// connection of the pool meanwhile, so the pool needs at least two connections (with
+// one, Migrate is an error wrapping bgtask.ErrInvalidArgument), and Migrate waits,
+// bounded only by ctx, while another replica migrates. River's migrations log what they
+// apply, at Info.
 func (f *Fleet) Migrate(ctx context.Context) error {
 	migrator, err := rivermigrate.New(riverpgxv5.New(f.pool), &rivermigrate.Config{Schema: f.cfg.Schema, Logger: f.cfg.Logger})
 	if err != nil {

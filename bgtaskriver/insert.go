@@ -14,10 +14,11 @@ import (
 )
 
 // The group insert: fires dispatched at the same time, by Requests on many goroutines or
-// by the time fires a host hands over together, go into River in one InsertMany, as a database's group commit
-// does. One of the waiting goroutines, the leader, inserts everything queued when it
-// starts, while the next fires queue up behind it; when its insert returns, the leader
-// hands the lead to the first of those, which inserts them all in the next round trip.
+// as the time fires a host hands over together, go into River in one InsertMany, as a
+// database's group commit does. One of the waiting goroutines, the leader, inserts
+// everything queued when it starts, while the next fires queue up behind it; when its
+// insert returns, the leader hands the lead to the first of those, which inserts them
+// all in the next round trip.
 // Alone, a fire is inserted at once: it leads a batch of one. BenchmarkFleetThroughput,
 // 20,000 fires from 1,000 goroutines on two cores: 8,300–9,000 fires/s grouped, 900–1,100
 // with one InsertMany per fire (maxBatch 1).
