@@ -30,9 +30,10 @@ type Dispatcher interface {
 	// Request (its caller's), and for time fires on goroutines of the host: the time
 	// fires that come due together are handed over at once, up to 64 at a time, each on
 	// a goroutine of its own, so that the dispatcher may take them together, and
-	// Dispatch must be safe for concurrent use. It may block; the host's later time fires wait until every Dispatch
-	// of the time fires before them has returned. An error makes Request return it; for
-	// a time fire it is logged (EventProblem), and the time counts as missed. A panic is
+	// Dispatch must be safe for concurrent use. It may block; the host's later time fires
+	// wait until every Dispatch of the time fires before them has returned. An error
+	// makes Request return it; for a time fire it is logged (EventProblem), and the time
+	// counts as missed. A panic is
 	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
 	// host's: a fire made while it is suspended is still handed over, for another
 	// process to run, and so is a time that came before Shutdown, while Shutdown runs.
@@ -224,8 +225,8 @@ type timeFire struct {
 // does not hold, or [Policy].MaxConcurrent instances run. Its other errors match
 // [ErrHostClosed], or [ErrInvalidArgument] for a nil ctx, a registration of another host
 // or one unregistered, or a nil id. The caller chooses id: two instances running with the
-// same id would be told apart by nothing but their registrations. It is how a [Dispatcher]'s taker runs the fires it
-// took, and it works without a dispatcher too.
+// same id would be told apart by nothing but their registrations. It is how a
+// [Dispatcher]'s taker runs the fires it took, and it works without a dispatcher too.
 func (h *Host) RunInstance(ctx context.Context, r *Registration, id uuid.UUID, details any) (CompletedEventArgs, error) {
 	switch {
 	case ctx == nil:

@@ -89,7 +89,9 @@ type instance struct {
 	limit   time.Duration
 	ctx     context.Context
 	stop    context.CancelCauseFunc
-	started atomic.Int64 // when Run was called, in Unix nanoseconds; 0 before; neverStarted
+	// started is when Run was called, in Unix nanoseconds: 0 before, and neverStarted for
+	// an instance terminated before its goroutine called Run.
+	started atomic.Int64
 
 	refs       atomic.Int64 // whether and how it ended: see runRef in deferral.go
 	goroutines atomic.Int32 // Run and Go funcs not yet returned

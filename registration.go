@@ -150,8 +150,8 @@ func (r *Registration) Unregister(cancelTask bool) {
 
 // NextFire returns when the registration's TimeTrigger is next due, and false for a
 // registration with another trigger, one that is unregistered, one that never fires again
-// (a period too long to add), or a OneShot one whose fire a [Dispatcher] took. A fire due while the instance runs starts when it ends (see
-// [TimeTrigger]).
+// (a period too long to add), or a OneShot one whose fire a [Dispatcher] took. A fire due
+// while the instance runs starts when it ends (see [TimeTrigger]).
 func (r *Registration) NextFire() (time.Time, bool) {
 	r.host.lock()
 	defer r.host.unlock()

@@ -53,9 +53,8 @@
 //
 // The list of recent completions is the host's own ([bgtask.Host.Completions]): the
 // handler keeps no copy of the host's state, and subscribes only while an /api/events
-// stream is open,
-// so it costs the host's instances nothing (see BenchmarkEndToEnd in bench_test.go), and
-// it may outlive its host's shutdown, showing the final state.
+// stream is open, so it costs the host's instances nothing (see BenchmarkEndToEnd in
+// bench_test.go), and it may outlive its host's shutdown, showing the final state.
 //
 // Each GET /api/events looks at the state at most every 250 ms, and reads and sends it
 // only when it may have changed: while instances are listed (their progress and

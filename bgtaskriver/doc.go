@@ -166,9 +166,9 @@
 //
 // The dispatcher runs on the goroutine that fired: Request's caller, or for time fires a
 // goroutine of the host's, one per fire of those due together; the first of the
-// goroutines that fire at once inserts for all of them. River
-// runs each job on a goroutine of its own, which waits for the instance (the host runs
-// the task on its own goroutines). The fleet's OnProgress handler runs on the host's event
+// goroutines that fire at once inserts for all of them. River runs each job on a
+// goroutine of its own, which waits for the instance (the host runs the task on its own
+// goroutines). The fleet's OnProgress handler runs on the host's event
 // goroutine and hands progress to a writer goroutine per instance that reports any, which
 // the job's goroutine stops and joins before the job ends. [Fleet.Stop] returns once
 // River's goroutines, and so the writers, have.

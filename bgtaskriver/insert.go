@@ -18,10 +18,9 @@ import (
 // database's group commit does. One of the waiting goroutines, the leader, inserts
 // everything queued when it starts, while the next fires queue up behind it; when its
 // insert returns, the leader hands the lead to the first of those, which inserts them
-// all in the next round trip.
-// Alone, a fire is inserted at once: it leads a batch of one. BenchmarkFleetThroughput,
-// 20,000 fires from 1,000 goroutines on two cores: 8,300–9,000 fires/s grouped, 900–1,100
-// with one InsertMany per fire (maxBatch 1).
+// all in the next round trip. Alone, a fire is inserted at once: it leads a batch of one.
+// BenchmarkFleetThroughput, 20,000 fires from 1,000 goroutines on two cores: 8,300–9,000
+// fires/s grouped, 900–1,100 with one InsertMany per fire (maxBatch 1).
 
 // maxBatch bounds the jobs of one InsertMany, so that one statement stays of a reasonable
 // size; what is queued beyond waits for the next round trip.
@@ -140,8 +139,8 @@ const beginInsert = "BEGIN; SET LOCAL lock_timeout = '100ms'"
 // jobs stay running meanwhile, and the next times of their registrations wait for them.
 // With 3 replicas of 200 time triggers due every second, 83–818 times of 1,200 were then
 // coalesced into later ones. So a batch waits at most 100 ms for a lock (lock_timeout):
-// it then gives way, and is inserted again (see maxInsertTries). With this, and
-// the store's writes sorted (Store.Apply), no time was coalesced in 8 runs of that test.
+// it then gives way, and is inserted again (see maxInsertTries). With this, and the
+// store's writes sorted (Store.Apply), no time was coalesced in 8 runs of that test.
 func (in *inserter) insertMany(ctx context.Context, xs []*insertion) ([]*rivertype.JobInsertResult, error) {
 	slices.SortFunc(xs, func(a, b *insertion) int { return a.key.compare(b.key) })
 	params := make([]river.InsertManyParams, len(xs))
