@@ -85,10 +85,10 @@ type instance struct {
 	details any
 	// The registration's task and time limit when it started, read under the host's lock:
 	// an Ensure that changes them applies to the next instance, never to a running one.
-	task    BackgroundTask
-	limit   time.Duration
-	ctx     context.Context
-	stop    context.CancelCauseFunc
+	task  BackgroundTask
+	limit time.Duration
+	ctx   context.Context
+	stop  context.CancelCauseFunc
 	// started is when Run was called, in Unix nanoseconds: 0 before, and neverStarted for
 	// an instance terminated before its goroutine called Run.
 	started atomic.Int64
