@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/assert"
@@ -57,14 +58,7 @@ func TestABatchGivesWayInADeadlock(t *testing.T) {
 		res, err := f.ins.insertMany(context.Background(), []*insertion{timeInsertion(first, at), timeInsertion(second, at)})
 		done <- answer{res, err}
 	}()
-	deadline := time.Now().Add(waitLong)
-	for waiting := 0; waiting == 0; { // polling: only the server knows when the batch waits
-		require.True(t, time.Now().Before(deadline), "the batch never waited for the lock")
-		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND datname = current_database() AND query ILIKE '%river_job%'
-			AND pid <> $1`, other.Conn().PgConn().PID()).Scan(&waiting))
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitLockWait(t, f.pool, other, "river_job")
 	_, err = other.Exec(ctx, "SELECT 1 FROM "+jobs+" WHERE id = $1 FOR UPDATE", job1)
 	require.NoError(t, err, "the batch gave way before the other transaction's lock_timeout")
 	require.NoError(t, other.Commit(ctx))
@@ -72,5 +66,20 @@ func TestABatchGivesWayInADeadlock(t *testing.T) {
 	require.NoError(t, got.err, "inserted again")
 	for _, r := range got.res {
 		assert.True(t, r.UniqueSkippedAsDuplicate)
+	}
+}
+
+// awaitLockWait returns once a session other than other's waits for a lock in a
+// statement that names table, and fails t if none does within waitLong. It polls: only
+// the server knows when a statement waits.
+func awaitLockWait(t *testing.T, pool *pgxpool.Pool, other pgx.Tx, table string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for waiting := 0; waiting == 0; {
+		require.True(t, time.Now().Before(deadline), "no statement on %s waited for a lock", table)
+		require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND datname = current_database() AND query ILIKE '%' || $2 || '%'
+			AND pid <> $1`, other.Conn().PgConn().PID(), table).Scan(&waiting))
+		time.Sleep(5 * time.Millisecond)
 	}
 }

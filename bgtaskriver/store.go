@@ -200,14 +200,41 @@ func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.
 	if len(put) == 0 && len(del) == 0 {
 		return nil
 	}
-	// Both statements go in one batch: pgx sends it in one round trip, and Postgres runs
-	// a batch's statements in one implicit transaction (pgx's Conn.SendBatch): an error in
-	// either rolls both back. The deletes come second, so that they win over the puts.
-	// Each statement locks its rows in the order of its TaskIDs, sorted, so that the
-	// writes of several replicas, which write the same records (the countdowns of time
-	// triggers), lock them in one order. (A put and a delete of two records, in two
-	// replicas at once, may still deadlock: the host writes them again later.)
-	var b pgx.Batch
+	var err error
+	for try := 1; try <= maxApplyTries; try++ {
+		if err = s.pool.SendBatch(ctx, s.batch(put, del)).Close(); !isDeadlock(err) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bgtaskriver: writing %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// maxApplyTries bounds the tries of one Apply that Postgres ends as a deadlock. Postgres
+// ends one transaction of a deadlock and lets the others go on, so that one more try
+// almost always succeeds; the bound keeps a pathological workload from looping forever.
+const maxApplyTries = 5
+
+// isDeadlock reports whether err is Postgres ending a transaction that deadlocked. Such a
+// transaction was rolled back as a whole: it can be tried again.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == codeDeadlock
+}
+
+// batch returns Apply's statements for put and del. Both go in one batch: pgx sends it in
+// one round trip, and Postgres runs a batch's statements in one implicit transaction
+// (pgx's Conn.SendBatch): an error in either rolls both back. The deletes come second, so
+// that they win over the puts. Each statement locks its rows in the order of its TaskIDs,
+// sorted, so that the writes of several replicas, which write the same records (the
+// countdowns of time triggers), lock them in one order. A put and a delete of two
+// records, in two replicas at once, lock in two statements, and may still deadlock:
+// Postgres ends one of the two transactions after its deadlock_timeout (1 s by default),
+// and Apply tries that one again.
+func (s *Store) batch(put map[uuid.UUID][]byte, del []uuid.UUID) *pgx.Batch {
+	b := new(pgx.Batch)
 	if len(put) > 0 {
 		ids := slices.SortedFunc(maps.Keys(put), compareIDs)
 		recs := make([][]byte, len(ids))
@@ -222,10 +249,7 @@ func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.
 	if len(del) > 0 {
 		b.Queue(s.remove, slices.SortedFunc(slices.Values(del), compareIDs))
 	}
-	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("bgtaskriver: writing %s: %w", s.name, err)
-	}
-	return nil
+	return b
 }
 
 // compareIDs orders TaskIDs by their bytes.
