@@ -160,7 +160,9 @@
 //
 // Each [Store.Apply] is one Postgres transaction: its puts and deletes are all committed, or
 // none of them. Hosts on several replicas may share the table; each loads it when it
-// starts (see [bgtask.WithStore]).
+// starts (see [bgtask.WithStore]). Apply tries again a transaction that Postgres ended
+// because it deadlocked with another replica's (a put and a delete of two records in
+// each, at once), up to 5 times in all.
 //
 // # Goroutines
 //
