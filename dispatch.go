@@ -41,6 +41,7 @@ func (h *Host) unlockFor(own *instance) (deliverOwn bool) {
 		h.mu.Unlock()
 		if events != nil {
 			h.logAll(events)
+			h.lib.release() // see emitLocked
 		}
 		for _, i := range launch {
 			h.launch(i)
@@ -300,27 +301,30 @@ func (h *Host) setLastLocked(r *Registration, res *CompletedEventArgs) {
 	}
 }
 
-// countEventsLocked counts the delivery of i's events, if anyone watches, and the emission
-// of its EventCompleted, if anyone wants it: Shutdown waits for them from now on.
+// countEventsLocked counts the delivery of i's events, if anyone watches (Shutdown waits for
+// it from now on), and sends its EventCompleted, if anyone wants it. The event is sent
+// here, under the host's lock, when the instance is retired or its fire dropped: before
+// the events of what that lets start (the next instance's Launched), and after the
+// instance's own (Canceled, Terminated, Revoked), which were sent before it ended.
 func (h *Host) countEventsLocked(i *instance) {
 	r := i.reg
 	if i.events = r.progress.watched() || r.completed.watched(); i.events {
 		h.lib.begin(&i.job)
 	}
 	if h.stream.wants(EventCompleted) || i.result.Load().Started.IsZero() && h.stream.wants(eventDropped) {
-		i.emitting = true
-		h.lib.hold()
+		h.sendCompletedLocked(i)
 	}
 }
 
-// raiseRetired tells the waiters of a retired instance or a dropped fire its outcome and
-// queues its events. It reports whether the caller is to deliver them: own is set when the
-// caller is a goroutine of the library that i ended on (its own, or its grace timer's),
-// which then delivers rather than starting another.
+// raiseRetired tells the waiters of a retired instance or a dropped fire its outcome, after
+// its EventCompleted (so that a program that waits and fires again sees the events in the
+// order of its fires), and queues its events for the handlers. It reports whether the
+// caller is to deliver them: own is set when the caller is a goroutine of the library that
+// i ended on (its own, or its grace timer's), which then delivers rather than starting
+// another.
 func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
-	emitHere := own && i.emitting // see instance.deliverOwn
-	if !emitHere {
-		h.emitCompleted(i)
+	for _, w := range i.waiters {
+		w <- *i.result.Load() // each has room for it
 	}
 	switch {
 	case !i.events:
@@ -332,21 +336,7 @@ func (h *Host) raiseRetired(i *instance, own bool) (deliverHere bool) {
 	default:
 		h.lib.goBegun(&i.job, func(j *job) { i.reg.drain(j, nil) })
 	}
-	return emitHere
-}
-
-// emitCompleted emits i's EventCompleted, if countEventsLocked counted one, then tells the
-// waiters of RequestAndWait: after the event, so that a program that waits and fires
-// again sees the events in the order of its fires.
-func (h *Host) emitCompleted(i *instance) {
-	if i.emitting {
-		h.emitInstance(EventCompleted, i, i.result.Load())
-		i.emitting = false
-		h.lib.release()
-	}
-	for _, w := range i.waiters {
-		w <- *i.result.Load() // each has room for it
-	}
+	return false
 }
 
 // forgetTerminated is called when the last goroutine of a terminated instance returns: it

@@ -102,8 +102,8 @@ func (h *Host) watchMemory(stop <-chan struct{}, read func() (heap, limit uint64
 func (h *Host) revokeNewest(heap, limit uint64) {
 	running := h.running()
 	for k := len(running) - 1; k >= 0; k-- {
-		if i := running[k]; i.cancel(ResourceRevocation) {
-			h.emit(&Event{Kind: EventRevoked, Task: i.reg, InstanceID: i.id, Reason: ResourceRevocation, Heap: heap, Limit: limit})
+		i := running[k]
+		if i.cancelAnd(ResourceRevocation, &Event{Kind: EventRevoked, Task: i.reg, InstanceID: i.id, Reason: ResourceRevocation, Heap: heap, Limit: limit}) {
 			return
 		}
 	}

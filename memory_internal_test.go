@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -118,4 +119,58 @@ func TestRuntimeMemoryReading(t *testing.T) {
 	heap, limit := readRuntimeMemory()
 	assert.Positive(t, heap)
 	assert.Positive(t, limit)
+}
+
+// slowLog is a log whose record of an instance's cancellation takes until release is
+// closed: a log that writes to a slow disk, made deterministic.
+type slowLog struct{ release chan struct{} }
+
+func (l slowLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l slowLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l slowLog) WithGroup(string) slog.Handler            { return l }
+func (l slowLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "bgtask: instance canceled" {
+		<-l.release
+	}
+	return nil
+}
+
+// A revocation's EventRevoked comes right after its EventCanceled, before the instance's
+// EventCompleted, however long the log takes with the cancellation.
+func TestRevokedComesBeforeCompleted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var heap atomic.Uint64
+		heap.Store(100)
+		release := make(chan struct{})
+		h, err := NewHost(withMemoryReader(func() (uint64, uint64) { return heap.Load(), 1000 }, func() {}),
+			WithPolicy(Policy{MemoryLimitFraction: 0.8, MemoryPressurePeriod: 5 * time.Second, MemoryCheckInterval: time.Second}),
+			WithLogger(slog.New(slowLog{release})))
+		require.NoError(t, err)
+		var mu sync.Mutex
+		var kinds []EventKind
+		h.Subscribe(func(e Event) {
+			mu.Lock()
+			kinds = append(kinds, e.Kind)
+			mu.Unlock()
+			if e.Kind == EventCompleted {
+				close(release) // the log of the cancellation returns only now
+			}
+		}, EventCanceled, EventRevoked, EventCompleted)
+		trig := NewApplicationTrigger()
+		_, err = h.Register(Builder{Name: "r", Trigger: trig, Task: TaskFunc(func(ctx context.Context, _ BackgroundTaskInstance) error {
+			<-ctx.Done()
+			return nil
+		})})
+		require.NoError(t, err)
+		_, err = trig.Request(t.Context(), nil)
+		require.NoError(t, err)
+		heap.Store(900)
+		time.Sleep(10 * time.Second) // suspended, then the instance revoked
+		synctest.Wait()
+		heap.Store(100)
+		require.NoError(t, h.Shutdown(t.Context()))
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, []EventKind{EventCanceled, EventRevoked, EventCompleted}, kinds)
+	})
 }

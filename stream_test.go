@@ -429,6 +429,51 @@ func TestEventsOfAnInstanceInOrderUnderRaces(t *testing.T) {
 	}
 }
 
+// The stream reports instances in the order they ran: an instance's Completed comes
+// before the Launched of an instance its end let start, whether that waited for the
+// registration (a held fire) or for a MaxConcurrent slot. So a program that counts the
+// running instances from the stream never counts more than ran at once.
+func TestEventsOfInstancesComeInTheOrderTheyRan(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil), bgtask.WithPolicy(bgtask.Policy{MaxConcurrent: 1}))
+	var rec eventLog
+	h.Subscribe(rec.add, bgtask.EventLaunched, bgtask.EventCompleted)
+	tokens := make(chan struct{}, 3)
+	completed := make(chan struct{}, 3)
+	task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error {
+		<-tokens
+		return nil
+	})
+	a, b := bgtask.SystemTriggerUserPresent, bgtask.SystemTriggerInternetAvailable
+	for _, typ := range []bgtask.SystemTriggerType{a, b} {
+		reg := mustRegister(t, h, bgtask.Builder{Name: typ.String(), Trigger: &bgtask.SystemTrigger{Type: typ}, Task: task})
+		reg.OnCompleted(func(bgtask.CompletedEventArgs) { completed <- struct{}{} })
+	}
+	for range 100 {
+		h.Signal(a) // runs
+		h.Signal(a) // held: a runs
+		h.Signal(b) // held: the one slot is taken
+		for range 3 {
+			tokens <- struct{}{}
+		}
+		for range 3 {
+			<-completed
+		}
+	}
+	require.NoError(t, h.Shutdown(t.Context()))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Len(t, rec.events, 600)
+	running := 0
+	for k, e := range rec.events {
+		if e.Kind == bgtask.EventLaunched {
+			running++
+		} else {
+			running--
+		}
+		require.Contains(t, []int{0, 1}, running, "after event %d, %s of %s, the stream counts %d running", k, e.Kind, e.Task.Name(), running)
+	}
+}
+
 // Suspended and Resumed alternate, as the host's state does, under concurrent calls.
 func TestSuspendedAndResumedAlternate(t *testing.T) {
 	h := newHost(t, bgtask.WithLogger(nil))
