@@ -90,6 +90,29 @@ func (r *Registration) Trigger() Trigger {
 	return r.trigger // Ensure may replace it
 }
 
+// TriggerString describes the registration's trigger as Register or Ensure read it, as the
+// trigger's String method would have then, such as "TimeTrigger every 15m0s". It does not
+// read the trigger value, whose fields the program may have changed since (one value may
+// serve several registrations, each with the settings it had when it was registered).
+func (r *Registration) TriggerString() string {
+	r.host.lock()
+	defer r.host.unlock()
+	return r.settingsLocked().String()
+}
+
+// OneShot reports whether the registration's trigger is OneShot, as Register or Ensure read
+// it (see TriggerString).
+func (r *Registration) OneShot() bool {
+	r.host.lock()
+	defer r.host.unlock()
+	return r.oneShot
+}
+
+// settingsLocked returns the trigger settings that r keeps (a CustomTrigger's Watch aside).
+func (r *Registration) settingsLocked() triggerSettings {
+	return triggerSettings{kind: r.kind, oneShot: r.oneShot, period: time.Duration(r.sched.period), sysType: r.sysType}
+}
+
 // Conditions returns the Builder's Conditions (a copy of the slice).
 func (r *Registration) Conditions() []Condition {
 	r.host.lock()

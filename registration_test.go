@@ -348,3 +348,31 @@ func ensureDuringAFire(t *testing.T, change func(*bgtask.Builder)) {
 	assert.Equal(t, 1, runs(), "the store kept the countdown from before the 1:00 fire: %v", slots)
 	require.NoError(t, again.Shutdown(context.Background()))
 }
+
+// TriggerString and OneShot tell the trigger as it was registered, although the program
+// changed the trigger value since, for another registration, and changes it meanwhile.
+func TestTriggerStringIsTheTriggerAsRegistered(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	trig := &bgtask.TimeTrigger{FreshnessTime: time.Hour}
+	a := mustRegister(t, h, bgtask.Builder{Name: "a", Task: nopTask, Trigger: trig})
+	trig.FreshnessTime, trig.OneShot = 2*time.Hour, true
+	b := mustRegister(t, h, bgtask.Builder{Name: "b", Task: nopTask, Trigger: trig})
+	done := make(chan struct{})
+	go func() { // the program reuses its value: -race finds any read of it
+		defer close(done)
+		trig.FreshnessTime = 3 * time.Hour
+	}()
+	assert.Equal(t, "TimeTrigger every 1h0m0s", a.TriggerString())
+	assert.False(t, a.OneShot())
+	assert.Equal(t, "TimeTrigger every 2h0m0s once", b.TriggerString())
+	assert.True(t, b.OneShot())
+	<-done
+
+	watch := func(ctx context.Context, _ func(any) bgtask.ApplicationTriggerResult) error { <-ctx.Done(); return nil }
+	for k, trig := range []bgtask.Trigger{bgtask.NewApplicationTrigger(), &bgtask.SystemTrigger{Type: bgtask.SystemTriggerUserAway, OneShot: true},
+		&bgtask.CustomTrigger{Watch: watch}} {
+		r := mustRegister(t, h, bgtask.Builder{Name: fmt.Sprint(k), Task: nopTask, Trigger: trig})
+		assert.Equal(t, fmt.Sprint(trig), r.TriggerString(), "as the trigger's String method says")
+	}
+	require.NoError(t, h.Shutdown(t.Context()))
+}

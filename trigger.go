@@ -193,24 +193,34 @@ func (t *ApplicationTrigger) fireAll(ctx context.Context, regs []*Registration, 
 }
 
 // String describes the trigger: "ApplicationTrigger", and " once" when OneShot.
-func (t *ApplicationTrigger) String() string { return "ApplicationTrigger" + once(t.OneShot) }
+func (t *ApplicationTrigger) String() string { return t.settings().String() }
 
 // String describes the trigger, such as "TimeTrigger every 15m0s".
-func (t *TimeTrigger) String() string {
-	return "TimeTrigger every " + t.FreshnessTime.String() + once(t.OneShot)
-}
+func (t *TimeTrigger) String() string { return t.settings().String() }
 
 // String describes the trigger, such as "SystemTrigger InternetAvailable".
-func (t *SystemTrigger) String() string { return "SystemTrigger " + t.Type.String() + once(t.OneShot) }
+func (t *SystemTrigger) String() string { return t.settings().String() }
 
 // String describes the trigger: "CustomTrigger", and " once" when OneShot.
-func (t *CustomTrigger) String() string { return "CustomTrigger" + once(t.OneShot) }
+func (t *CustomTrigger) String() string { return t.settings().String() }
 
-func once(oneShot bool) string {
-	if oneShot {
-		return " once"
+// String describes a trigger with these settings (see the triggers' String methods).
+func (s triggerSettings) String() string {
+	var d string
+	switch s.kind {
+	case timeKind:
+		d = "TimeTrigger every " + s.period.String()
+	case systemKind:
+		d = "SystemTrigger " + s.sysType.String()
+	case customKind:
+		d = "CustomTrigger"
+	default:
+		d = "ApplicationTrigger"
 	}
-	return ""
+	if s.oneShot {
+		d += " once"
+	}
+	return d
 }
 
 func (t *ApplicationTrigger) settings() triggerSettings { return triggerSettings{oneShot: t.OneShot} }

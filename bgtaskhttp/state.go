@@ -95,7 +95,7 @@ func (h *handler) snapshot() state {
 
 // registrationOf describes r, whose listed instances are running.
 func registrationOf(r *bgtask.Registration, running []string) registration {
-	reg := registration{TaskID: r.TaskID().String(), Name: r.Name(), Trigger: fmt.Sprint(r.Trigger()),
+	reg := registration{TaskID: r.TaskID().String(), Name: r.Name(), Trigger: r.TriggerString(),
 		Conditions: none, Running: running}
 	if running == nil {
 		reg.Running = none

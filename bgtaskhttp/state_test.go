@@ -243,3 +243,24 @@ func testStateDroppedFire(t *testing.T) {
 	assert.Equal(t, "Abort", r.Reason)
 	assert.Equal(t, "bgtask: canceled: Abort", r.Error)
 }
+
+// A trigger value may serve several registrations, each with the settings it had when it
+// was registered: the state describes each registration's trigger as registered, and never
+// reads the value, which the program may change meanwhile.
+func TestStateDescribesTheTriggerAsRegistered(t *testing.T) {
+	h := newHost(t)
+	trig := &bgtask.TimeTrigger{FreshnessTime: time.Hour}
+	_, err := h.Register(bgtask.Builder{Name: "a", Task: bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return nil }), Trigger: trig})
+	require.NoError(t, err)
+	hd := bgtaskhttp.New(h)
+	done := make(chan struct{})
+	go func() { // -race finds any read of the value
+		defer close(done)
+		trig.FreshnessTime = 2 * time.Hour // for the next registration
+	}()
+	st := getState(t, hd)
+	<-done
+	require.Len(t, st.Registrations, 1)
+	assert.Equal(t, "TimeTrigger every 1h0m0s", st.Registrations[0].Trigger)
+	assert.Equal(t, "TimeTrigger every 1h0m0s", getState(t, hd).Registrations[0].Trigger, "after the change too")
+}

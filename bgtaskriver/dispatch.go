@@ -121,7 +121,7 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 			return nil, err
 		}
 		opts.UniqueOpts = requestUnique
-		if oneShot(r) {
+		if r.OneShot() {
 			opts.UniqueOpts = onceUnique // other replicas still have the registration
 		}
 	case *bgtask.TimeTriggerDetails:
@@ -129,7 +129,7 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 		// Not InsertOpts.ScheduledAt: River would insert the job as scheduled, for its
 		// leader to make available within 5 s.
 		args.ScheduledAt = &at
-		if oneShot(r) {
+		if r.OneShot() {
 			args.ScheduledAt, args.Once = nil, &at
 		}
 		opts.UniqueOpts = onceUnique
@@ -142,17 +142,6 @@ func newJob(r *bgtask.Registration, details any) (*insertion, error) {
 		key:    keyOf(args),
 		done:   make(chan struct{}, 1),
 	}, nil
-}
-
-// oneShot reports whether r's trigger is OneShot: its one fire runs once in the fleet.
-func oneShot(r *bgtask.Registration) bool {
-	switch t := r.Trigger().(type) {
-	case *bgtask.ApplicationTrigger:
-		return t.OneShot
-	case *bgtask.TimeTrigger:
-		return t.OneShot
-	}
-	return false
 }
 
 // jobKey is what River's unique key of a job is made of: its TaskID, and a time fire's

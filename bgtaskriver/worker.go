@@ -137,7 +137,7 @@ func (f *Fleet) end(ctx context.Context, r *bgtask.Registration, out bgtask.Comp
 			}
 			return river.JobSnooze(0)
 		}
-		if oneShot(r) { // the host kept its record for a run elsewhere, which will not come
+		if r.OneShot() { // the host kept its record for a run elsewhere, which will not come
 			if err := f.store.Apply(context.WithoutCancel(ctx), nil, []uuid.UUID{r.TaskID()}); err != nil {
 				f.cfg.Logger.Error("bgtaskriver: deleting a OneShot registration that ran", "task", r.TaskID(), "error", err)
 			}
