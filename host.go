@@ -416,6 +416,9 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 	if r.running == nil && !r.held || r.kind != timeKind || h.dispatched(r) {
 		r.trigger.attach(r)
 	}
+	if h.stream.wants(EventUpdated) {
+		h.emitLocked(Event{Kind: EventUpdated, Task: r})
+	}
 	return nil
 }
 

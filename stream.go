@@ -52,6 +52,10 @@ const (
 	// EventProblem: something the host could not do, other than the above: Where says
 	// what, Err why when there is an error.
 	EventProblem
+	// EventUpdated: Ensure changed Task's settings in place (its trigger, conditions,
+	// CancelOnConditionLoss or MaxExecutionTime). An Ensure that changes nothing reports
+	// nothing.
+	EventUpdated
 
 	// For the log's masks only (see Event.bits):
 	eventDropped      // an EventCompleted of a dropped fire
@@ -64,7 +68,7 @@ var eventKindNames = [...]string{
 	EventLaunched: "Launched", EventCanceled: "Canceled", EventCompleted: "Completed",
 	EventTerminated: "Terminated", EventSuspended: "Suspended", EventResumed: "Resumed",
 	EventRevoked: "Revoked", EventPanic: "Panic", EventStoreError: "StoreError",
-	EventProblem: "Problem",
+	EventProblem: "Problem", EventUpdated: "Updated",
 }
 
 func (k EventKind) String() string {
@@ -154,7 +158,7 @@ func maskOf(kinds []EventKind) uint32 {
 	}
 	var m uint32
 	for _, k := range kinds {
-		if k < EventRegistered || k > EventProblem {
+		if k < EventRegistered || k > EventUpdated {
 			continue // not a kind: nothing to deliver
 		}
 		m |= 1 << k
@@ -165,7 +169,7 @@ func maskOf(kinds []EventKind) uint32 {
 	return m
 }
 
-const allEvents = 1<<(EventProblem+1) - 2 | 1<<eventDropped
+const allEvents = 1<<(EventUpdated+1) - 2 | 1<<eventDropped
 
 // stream is the host's event stream: its subscribers and the log.
 type stream struct {
@@ -472,6 +476,7 @@ var logLevels = [...]slog.Level{
 	EventCompleted: slog.LevelDebug, EventTerminated: slog.LevelWarn,
 	EventSuspended: slog.LevelDebug, EventResumed: slog.LevelDebug, EventRevoked: slog.LevelWarn,
 	EventPanic: slog.LevelError, EventStoreError: slog.LevelError, EventProblem: slog.LevelWarn,
+	EventUpdated: slog.LevelDebug,
 	eventDropped: slog.LevelWarn, eventPressure: slog.LevelWarn, eventPressureOver: slog.LevelInfo,
 }
 
@@ -503,6 +508,8 @@ func (h *Host) logEvent(e *Event) {
 		msg = "registered"
 	case EventUnregistered:
 		msg = "unregistered"
+	case EventUpdated:
+		msg = "updated"
 	case EventHeld:
 		msg = "fire held"
 		attrs = append(attrs, slog.String("by", e.Held.String()))

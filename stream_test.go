@@ -338,6 +338,27 @@ func TestLogLevels(t *testing.T) {
 	}
 }
 
+// An Ensure that changes a registration in place reports it; one that changes nothing
+// reports nothing.
+func TestEventsOfEnsure(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	var rec eventLog
+	h.Subscribe(rec.add, bgtask.EventRegistered, bgtask.EventUpdated, bgtask.EventUnregistered)
+	b := bgtask.Builder{Name: "n", Task: nopTask, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}}
+	reg, err := h.Ensure(b)
+	require.NoError(t, err)
+	_, err = h.Ensure(b) // the same
+	require.NoError(t, err)
+	b.Trigger = &bgtask.TimeTrigger{FreshnessTime: 2 * time.Hour}
+	_, err = h.Ensure(b)
+	require.NoError(t, err)
+	require.NoError(t, h.Shutdown(t.Context()))
+	assert.Equal(t, []bgtask.EventKind{bgtask.EventRegistered, bgtask.EventUpdated}, rec.kinds(uuid.Nil))
+	e, _ := rec.last(bgtask.EventUpdated)
+	assert.Equal(t, reg, e.Task)
+	assert.Equal(t, "Updated", bgtask.EventUpdated.String())
+}
+
 func TestEventKindNames(t *testing.T) {
 	assert.Equal(t, "Completed", bgtask.EventCompleted.String())
 	assert.Equal(t, "EventKind(99)", bgtask.EventKind(99).String())

@@ -54,15 +54,20 @@
 // The list of recent completions is the host's own ([bgtask.Host.Completions]): the
 // handler keeps no copy of the host's state, and subscribes only while an /api/events
 // stream is open, so it costs the host's instances nothing (see BenchmarkEndToEnd in
-// bench_test.go), and it may outlive its host's shutdown, showing the final state.
+// bench_test.go), and it may outlive its host's shutdown, showing the state as it was
+// then. (A host sends no events once shut down, so a stream does not see a registration
+// unregistered after that; GET /api/state does.)
 //
 // Each GET /api/events looks at the state at most every 250 ms, and reads and sends it
 // only when it may have changed: while instances are listed (their progress and
-// deferrals raise no event), after a registration was made or removed (it subscribes to
-// those, and stops that subscription before it returns), and after an instance started
-// or completed (told by the instances listed and by the count of completions). An open
-// page therefore costs the host's instances nothing more. The stream returns when the
-// client goes away (the request's context ends), when the [http.Server] that serves it
-// begins its Shutdown, which would otherwise wait for it, and when a message cannot be
-// written within 10 seconds: a client that stops reading cannot hold it.
+// deferrals raise no event), after a registration was made, changed by Ensure or removed
+// (it subscribes to those, and stops that subscription before it returns), and after an
+// instance started or completed (told by the instances listed and by the count of
+// completions). An open page therefore costs the host's instances nothing more. The
+// stream returns when the client goes away (the request's context ends), when the
+// [http.Server] that serves it begins its Shutdown, which would otherwise wait for it,
+// and when a message cannot be written within 10 seconds: a client that stops reading
+// cannot hold it. A stream that starts once the Shutdown began ends at once, provided
+// the handler had served a request of that server before the Shutdown began (the page's
+// own, say): net/http tells a Shutdown only to the funcs registered before it.
 package bgtaskhttp

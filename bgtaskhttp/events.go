@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/bgtask-go/bgtask"
 )
@@ -38,7 +40,8 @@ func (h *handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 	// more requests.
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	registered := make(chan struct{}, 1)
-	stop := h.host.Subscribe(func(bgtask.Event) { signal(registered) }, bgtask.EventRegistered, bgtask.EventUnregistered)
+	stop := h.host.Subscribe(func(bgtask.Event) { signal(registered) },
+		bgtask.EventRegistered, bgtask.EventUpdated, bgtask.EventUnregistered)
 	defer stop()
 	s := stream{w: w, rc: rc, ctx: r.Context(), shutdown: h.servers.shutdown(r), registered: registered}
 	s.run(h)
@@ -59,16 +62,16 @@ type stream struct {
 	rc         *http.ResponseController
 	ctx        context.Context // the request's: done when the client goes away
 	shutdown   <-chan struct{} // closed when the server shuts down; nil when unknown
-	registered chan struct{}   // a registration was made or removed since the last look
+	registered chan struct{}   // a registration was made, changed or removed since the last look
 	last       []byte          // the state sent last
 }
 
 // run sends the state until the stream ends. Reading the state is costly with many
 // registrations, so it reads it only when it may have changed: while instances run, as
-// their progress and deferrals raise no event; after a registration was made or removed;
-// after an instance started or completed. The last two are told by counters rather than
-// by a subscription to every launch and completion, which would cost each instance of the
-// host a delivery to this stream.
+// their progress and deferrals raise no event; after a registration was made, changed or
+// removed; after an instance started or completed. The last two are told by counters
+// rather than by a subscription to every launch and completion, which would cost each
+// instance of the host a delivery to this stream.
 func (s *stream) run(h *handler) {
 	tick := time.NewTicker(minInterval)
 	defer tick.Stop()
@@ -131,12 +134,16 @@ func (s *stream) send(body []byte) error {
 
 // servers tells the streams when the http.Server that serves them begins its Shutdown,
 // which does not end a request under way by itself: it waits for it. It keeps one channel
-// per server, closed and forgotten by a func that the server's Shutdown calls (see
-// http.Server.RegisterOnShutdown); a server stopped by Close instead keeps its entry,
-// while its streams end with their connections. Its zero value is ready to use.
+// per server, closed by a func that the server's Shutdown calls (see
+// http.Server.RegisterOnShutdown), and kept closed, so that a stream that starts after
+// that ends at once. A func registered once the Shutdown began is never called, so the
+// handler registers it at the first request of each server, whatever its route (see
+// handler.ServeHTTP). The servers are held weakly, and their entries dropped once they are
+// collected: a program that makes many servers does not keep them. Its zero value is ready
+// to use.
 type servers struct {
 	mu   sync.Mutex
-	done map[*http.Server]chan struct{}
+	done map[weak.Pointer[http.Server]]chan struct{}
 }
 
 // shutdown returns a channel that is closed when the server of r begins its Shutdown, or
@@ -146,21 +153,26 @@ func (s *servers) shutdown(r *http.Request) <-chan struct{} {
 	if srv == nil {
 		return nil
 	}
+	key := weak.Make(srv)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.done[srv]; ok {
+	if c, ok := s.done[key]; ok {
 		return c
 	}
 	if s.done == nil {
-		s.done = make(map[*http.Server]chan struct{})
+		s.done = make(map[weak.Pointer[http.Server]]chan struct{})
 	}
 	c := make(chan struct{})
-	s.done[srv] = c
-	srv.RegisterOnShutdown(func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.done, srv)
-		close(c)
-	})
+	s.done[key] = c
+	var once sync.Once // each call of Shutdown calls the func again
+	srv.RegisterOnShutdown(func() { once.Do(func() { close(c) }) })
+	runtime.AddCleanup(srv, s.forget, key)
 	return c
+}
+
+// forget drops the entry of a server that was collected.
+func (s *servers) forget(key weak.Pointer[http.Server]) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.done, key)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -127,6 +128,28 @@ func TestEventsSendTheStateWhenItChanges(t *testing.T) {
 	})
 }
 
+// An Ensure that changes a registration in place changes the state: the stream sends it.
+func TestEventsSendARegistrationThatEnsureChanged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHost(t)
+		b := bgtask.Builder{Name: "n", Task: newBlocker(), Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}}
+		_, err := h.Ensure(b)
+		require.NoError(t, err)
+		w := openStream(t, bgtaskhttp.New(h))
+		synctest.Wait()
+		require.Len(t, w.messages(), 1)
+
+		b.Trigger = &bgtask.TimeTrigger{FreshnessTime: 2 * time.Hour}
+		_, err = h.Ensure(b)
+		require.NoError(t, err)
+		time.Sleep(time.Second / 4)
+		synctest.Wait()
+		msgs := w.messages()
+		require.Len(t, msgs, 2)
+		assert.Equal(t, "TimeTrigger every 2h0m0s", stateOf(t, msgs[1]).Registrations[0].Trigger)
+	})
+}
+
 func TestEventsAtMostFourASecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHost(t)
@@ -232,4 +255,49 @@ func TestEventsEndAtServerShutdown(t *testing.T) {
 	require.NoError(t, srv.Config.Shutdown(ctx))
 	_, err = body.ReadString('\n')
 	assert.Error(t, err, "the stream ended")
+}
+
+// A stream that reaches the handler after its server's Shutdown began (held by a
+// middleware, say) ends at once, as the streams open then did: Shutdown does not wait for
+// it. Shutdown called again, as a program that retries it may, is harmless.
+func TestEventsStartedDuringServerShutdownEnd(t *testing.T) {
+	hd := bgtaskhttp.New(newHost(t))
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("held") {
+			close(entered)
+			<-proceed
+		}
+		hd.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	first, err := srv.Client().Get(srv.URL + "/api/events")
+	require.NoError(t, err)
+	defer first.Body.Close()
+	body := bufio.NewReader(first.Body)
+	readMessage(t, body)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	held := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/events?held", nil)
+		if err == nil {
+			var res *http.Response
+			if res, err = srv.Client().Do(req); err == nil {
+				_, err = io.Copy(io.Discard, res.Body) // until the stream ends
+				res.Body.Close()
+			}
+		}
+		held <- err
+	}()
+	<-entered
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Config.Shutdown(ctx) }()
+	_, err = io.Copy(io.Discard, body)
+	require.NoError(t, err, "the first stream ended: the Shutdown began")
+	close(proceed)
+	require.NoError(t, <-shut, "Shutdown waited for the stream that started meanwhile")
+	require.NoError(t, <-held)
+	require.NoError(t, srv.Config.Shutdown(ctx), "again")
 }

@@ -47,8 +47,13 @@ func New(h *bgtask.Host, opts ...Option) http.Handler {
 	return hd
 }
 
-// ServeHTTP routes r; see the package doc for the routes.
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP routes r; see the package doc for the routes. It first makes sure that the
+// streams of r's server are told when its Shutdown begins (see servers), so that a stream
+// that starts once it began, after the page's request, is told too.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.servers.shutdown(r)
+	h.mux.ServeHTTP(w, r)
+}
 
 // serveState answers GET /api/state.
 func (h *handler) serveState(w http.ResponseWriter, r *http.Request) {
