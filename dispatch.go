@@ -273,7 +273,7 @@ func (h *Host) retireLocked() {
 			h.insts.remove(i)
 		}
 		if terminated && h.closed {
-			h.lost = append(h.lost, i.info())
+			h.lost = append(h.lost, i)
 		}
 		h.setLastLocked(r, i.result.Load())
 		h.retired = append(h.retired, i)

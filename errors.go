@@ -182,7 +182,9 @@ type ShutdownError struct {
 	Err error
 	// Instances are the instances terminated during Shutdown, those terminated earlier whose
 	// goroutines still run, and, when ctx ended first, those still running (abandoned), each
-	// once, oldest first.
+	// once, oldest first. Each is described as it is when Shutdown returns: a Shutdown
+	// called again names the same instances terminated, and no longer says that their
+	// goroutines run once they returned.
 	Instances []InstanceInfo
 	// Stuck names the library goroutines still running user code when ctx ended, such as
 	// `OnCompleted handler of "sync"` or `CustomTrigger.Watch of "feed"`, and the one

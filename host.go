@@ -59,7 +59,7 @@ type Host struct {
 	ending    endingList               // instances that ended, to retire (see retire)
 	retired   []*instance              // retired or dropped under the lock: unlock raises their events
 	events    []Event                  // sent under the lock: unlock logs them
-	lost      []InstanceInfo           // instances terminated during Shutdown
+	lost      []*instance              // instances terminated during Shutdown
 	completed completions              // the last ones, for Completions
 	system    map[SystemTriggerType][]*Registration
 	sched     *scheduler // time triggers; nil until the first is registered

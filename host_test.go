@@ -64,8 +64,14 @@ func TestShutdownNamesTerminatedInstances(t *testing.T) {
 		for _, s := range []string{`"task"`, e.InstanceID.String(), "1 deferral(s) outstanding", "terminated after Terminating"} {
 			assert.Contains(t, err.Error(), s)
 		}
+		assert.Contains(t, err.Error(), "its goroutines still running", "Run has not returned")
 		assert.Equal(t, err.Error(), f.host.Shutdown(context.Background()).Error(), "second call")
 		close(release)
+		synctest.Wait() // Run returned
+		err = f.host.Shutdown(context.Background())
+		assert.ErrorIs(t, err, bgtask.ErrTerminated, "a third call still names the instance terminated")
+		assert.Contains(t, err.Error(), "terminated after Terminating, 1 deferral(s) outstanding", "as it is now")
+		assert.NotContains(t, err.Error(), "still running")
 	})
 }
 

@@ -494,6 +494,8 @@ type InstanceInfo struct {
 	// Deferrals are the outstanding deferrals, oldest first; Run's own hold is not one.
 	// With [WithDeferralSites] off only their number and Go are known.
 	Deferrals []DeferralInfo
+
+	goRunning bool // terminated, and Run or a Go func has not returned: for describe
 }
 
 // info takes a snapshot of the instance.
@@ -506,7 +508,7 @@ func (i *instance) info() InstanceInfo {
 	refs := i.refs.Load()
 	switch {
 	case refs < 0:
-		in.State = InstanceTerminated
+		in.State, in.goRunning = InstanceTerminated, i.goroutines.Load() > 0
 		if res := i.result.Load(); res != nil { // nil only while terminate is under way
 			if te, ok := res.Err.(*TerminatedError); ok {
 				in.Deferrals = te.Outstanding
@@ -539,7 +541,10 @@ func (in InstanceInfo) describe() string {
 	case InstanceCanceling:
 		s += "canceled after " + in.Reason.String() + ", in its grace period"
 	case InstanceTerminated:
-		s += "terminated after " + in.Reason.String() + ", its goroutines still running"
+		s += "terminated after " + in.Reason.String()
+		if in.goRunning {
+			s += ", its goroutines still running"
+		}
 	default:
 		s += in.State.String()
 	}

@@ -109,8 +109,12 @@ func (h *Host) quietLocked(r *Registration) {
 // self says that Shutdown was called from a callback, which it could not wait for.
 func (h *Host) shutdownError(ctxErr error, self bool) error {
 	h.lock()
-	infos := slices.Clone(h.lost)
+	lost := slices.Clone(h.lost)
 	h.unlock()
+	var infos []InstanceInfo
+	for _, i := range lost { // described as they are now: their goroutines may have returned
+		infos = append(infos, i.info())
+	}
 	for _, i := range h.instances() {
 		listed := slices.ContainsFunc(infos, func(in InstanceInfo) bool { return in.InstanceID == i.id })
 		if in := i.info(); !listed && (in.State == InstanceTerminated || ctxErr != nil) {
