@@ -27,10 +27,11 @@ var (
 	// ErrNoTrigger is returned by [Host.Register] for a builder without a trigger.
 	ErrNoTrigger = errors.New("bgtask: no trigger")
 	// ErrNoTask is returned by [Host.Register] for a builder with neither Task nor
-	// TaskEntryPoint.
+	// TaskEntryPoint; a typed nil Task, such as a nil TaskFunc, counts as none.
 	ErrNoTask = errors.New("bgtask: no task")
 	// ErrUnknownEntryPoint is returned by [Host.Register] for a TaskEntryPoint that no
-	// [WithEntryPoint] option bound.
+	// [WithEntryPoint] option bound. It is also matched by the result (Err) of each fire of
+	// a registration restored from the store whose entry point no WithEntryPoint binds.
 	ErrUnknownEntryPoint = errors.New("bgtask: unknown entry point")
 	// ErrInvalidFreshness is returned by [Host.Register] for a [TimeTrigger] whose
 	// FreshnessTime is not positive or is below [Policy].MinFreshness.

@@ -86,7 +86,7 @@ func ExampleBackgroundTaskInstance_GetDeferral() {
 }
 
 // A Canceled handler learns why the instance was canceled; the context is already done
-// when it runs.
+// when it runs, and its cause is the *CanceledError with the reason.
 func ExampleBackgroundTaskInstance_OnCanceled() {
 	host, _ := bgtask.NewHost()
 	trigger := bgtask.NewApplicationTrigger()
@@ -95,7 +95,7 @@ func ExampleBackgroundTaskInstance_OnCanceled() {
 		Task: bgtask.TaskFunc(func(ctx context.Context, inst bgtask.BackgroundTaskInstance) error {
 			d := inst.GetDeferral()
 			inst.OnCanceled(func(inst bgtask.BackgroundTaskInstance, reason bgtask.CancellationReason) {
-				fmt.Println("canceled:", reason, "- context:", inst.Context().Err())
+				fmt.Println("canceled:", reason, "- context's cause:", context.Cause(inst.Context()))
 				d.Complete()
 			})
 			close(running)
@@ -112,7 +112,7 @@ func ExampleBackgroundTaskInstance_OnCanceled() {
 	<-done
 	_ = host.Shutdown(context.Background())
 	// Output:
-	// canceled: LoggingOff - context: context canceled
+	// canceled: LoggingOff - context's cause: bgtask: canceled: LoggingOff
 	// completed, canceled: true LoggingOff
 }
 

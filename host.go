@@ -196,7 +196,7 @@ func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
 	case isNil(b.Trigger):
 		return nil, set, errorf(ErrNoTrigger, subject, "")
 	case isNil(b.Task) && b.TaskEntryPoint == "":
-		return nil, set, errorf(ErrNoTask, subject, "")
+		return nil, set, errorf(ErrNoTask, subject, noTask(b.Task))
 	case b.MaxExecutionTime < 0:
 		return nil, set, invalidf(subject, "MaxExecutionTime is negative (%v)", b.MaxExecutionTime)
 	}
@@ -228,6 +228,15 @@ func (h *Host) check(b Builder) (BackgroundTask, triggerSettings, error) {
 		}
 	}
 	return task, set, nil
+}
+
+// noTask says what a builder without a task has: nothing, or a typed nil, which counts as
+// none.
+func noTask(task BackgroundTask) string {
+	if task == nil {
+		return ""
+	}
+	return fmt.Sprintf("Task is a nil %T", task)
 }
 
 // isNil reports whether v is nil or an interface holding a nil pointer, func, map or
@@ -345,7 +354,10 @@ func (h *Host) problem(what string, err error, r *Registration, id uuid.UUID) {
 // its registrations again without restarting their countdowns. If one exists with the same
 // trigger settings, conditions, CancelOnConditionLoss and MaxExecutionTime, Ensure returns
 // it unchanged (a time trigger keeps its countdown) and binds b.Trigger to it, so that
-// b.Trigger's Request fires it. If it exists with other settings, Ensure updates it in
+// b.Trigger's Request fires it, in place of the trigger it had: that one's Request no
+// longer fires it (with no other registration, it answers DisabledByPolicy). So two parts
+// of a program that Ensure one registration share one trigger value, or the last one's
+// wins. If it exists with other settings, Ensure updates it in
 // place: same TaskID and LastResult; a time trigger's countdown restarts only if
 // FreshnessTime changed. Several matches are an error wrapping [ErrInvalidArgument]. The
 // other errors are Register's.

@@ -174,14 +174,18 @@ func (r *Registration) Unregister(cancelTask bool) {
 // NextFire returns when the registration's TimeTrigger is next due, and false for a
 // registration with another trigger, one that is unregistered, one that never fires again
 // (a period too long to add), or a OneShot one whose fire a [Dispatcher] took. A fire due
-// while the instance runs starts when it ends (see [TimeTrigger]).
+// while the instance runs starts when it ends (see [TimeTrigger]): while a fire is held
+// (the instance runs, a condition does not hold, the host is suspended), NextFire returns
+// the time of the first slot held, in the past; the fire starts when what holds it lets
+// go, with ScheduledAt the latest slot missed. The time has no monotonic clock reading,
+// so that it compares by the wall clock, as a time read back from a store does.
 func (r *Registration) NextFire() (time.Time, bool) {
 	r.host.lock()
 	defer r.host.unlock()
 	if r.kind != timeKind || r.unregistered || r.spent || r.sched.next == math.MaxInt64 {
 		return time.Time{}, false
 	}
-	return r.host.epoch.Add(time.Duration(r.sched.next)), true
+	return r.host.epoch.Add(time.Duration(r.sched.next)).Round(0), true
 }
 
 // LastResult returns the arguments of the registration's last Completed event, and false

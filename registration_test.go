@@ -128,6 +128,8 @@ func TestRegisterRejectsBadBuilders(t *testing.T) {
 			assert.Empty(t, h.AllTasks())
 		})
 	}
+	_, err := newHost(t).Register(bgtask.Builder{Name: "x", Trigger: trig, Task: bgtask.TaskFunc(nil)})
+	assert.EqualError(t, err, `bgtask: registration "x": no task: Task is a nil bgtask.TaskFunc`, "says why a Task that is set is none")
 }
 
 func TestEntryPoint(t *testing.T) {
@@ -374,5 +376,36 @@ func TestTriggerStringIsTheTriggerAsRegistered(t *testing.T) {
 		r := mustRegister(t, h, bgtask.Builder{Name: fmt.Sprint(k), Task: nopTask, Trigger: trig})
 		assert.Equal(t, fmt.Sprint(trig), r.TriggerString(), "as the trigger's String method says")
 	}
+	require.NoError(t, h.Shutdown(t.Context()))
+}
+
+// NextFire's time has no monotonic clock reading: two hosts on one store, one after the
+// other, give times that are Equal when the countdown was kept.
+func TestNextFireComparesByTheWallClock(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	r := mustRegister(t, h, bgtask.Builder{Name: "n", Task: nopTask, Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}})
+	next, ok := r.NextFire()
+	require.True(t, ok)
+	assert.NotContains(t, next.String(), "m=", "no monotonic reading")
+	require.NoError(t, h.Shutdown(t.Context()))
+}
+
+// Ensure binds its Builder's trigger in place of the one the registration had: the old
+// one's Request no longer fires it.
+func TestEnsureRebindsTheTrigger(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	first, second := bgtask.NewApplicationTrigger(), bgtask.NewApplicationTrigger()
+	b := bgtask.Builder{Name: "n", Task: nopTask, Trigger: first}
+	_, err := h.Ensure(b)
+	require.NoError(t, err)
+	b.Trigger = second
+	_, err = h.Ensure(b)
+	require.NoError(t, err)
+	res, err := first.Request(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.DisabledByPolicy, res)
+	_, res, err = second.RequestAndWait(t.Context(), nil)
+	require.NoError(t, err)
+	assert.Equal(t, bgtask.Allowed, res)
 	require.NoError(t, h.Shutdown(t.Context()))
 }

@@ -45,10 +45,16 @@ var (
 // WithStore keeps the host's persistable registrations in s: NewHost restores those it
 // holds, and every registration with a TaskEntryPoint is stored before Register or Ensure
 // returns (one with only a Task stays in memory). Results and time triggers' next times
-// are written in batches, within a second, and by Shutdown. A store that fails never makes
-// the host lose what it holds in memory: Register and Ensure return the error, other writes
-// are retried and logged, and Shutdown returns the last error. The host never closes s.
-// Default: no store.
+// are written in batches, within half a second, and by Shutdown. A store that fails never
+// makes the host lose what it holds in memory: Register and Ensure return the error,
+// other writes are retried and logged, and Shutdown returns the last error. The host
+// never closes s. Default: no store.
+//
+// A restored time trigger whose slots passed while the program was down fires its
+// catch-up as soon as NewHost has restored it, with the settings it had: it may start
+// before NewHost returns, before the program Ensures the registration (an Ensure's
+// changes apply to the fires after) and attaches its handlers again. The program reads
+// that fire's result with LastResult, or in [Host.Completions].
 func WithStore(s Store) Option {
 	return Option{func(h *Host) error {
 		if isNil(s) {

@@ -20,9 +20,12 @@ const (
 	EventRegistered EventKind = iota + 1
 	// EventUnregistered: Task was unregistered.
 	EventUnregistered
-	// EventHeld: a fire of Task was accepted but cannot start yet; Held says why. It is
-	// reported again when what holds it changes, and the fire then starts (EventLaunched)
-	// or is dropped (EventCompleted with a zero Result.Started).
+	// EventHeld: a fire of Task was accepted but cannot start yet; Held says why. A held
+	// fire waits for one thing at a time, the one Held names: when that lets go, the fire
+	// starts (EventLaunched), is reported again held by the next thing that holds it, or
+	// is dropped (EventCompleted with a zero Result.Started). What changes meanwhile
+	// (a condition that stops holding while the fire waits for a MaxConcurrent slot) is
+	// seen then.
 	EventHeld
 	// EventLaunched: instance InstanceID of Task started; Run is about to be called.
 	EventLaunched

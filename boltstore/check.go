@@ -65,7 +65,7 @@ func openDB(path string, opts bolt.Options, deadline time.Time) (*bolt.DB, error
 	case errors.As(err, &ce):
 		return nil, err
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("boltstore: open %s: %w", path, ErrLocked)
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path) // the sentinel says boltstore and what
 	case isIOError(err):
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	default: // bbolt's word on the contents: invalid, version mismatch, checksum, too small

@@ -273,6 +273,7 @@ func TestOpenLocked(t *testing.T) {
 		s, err := Open(path)
 		waited := time.Since(start)
 		assert.ErrorIs(t, err, ErrLocked)
+		assert.EqualError(t, err, "boltstore: file in use by another Store: "+path, "says boltstore once")
 		assert.NotErrorIs(t, err, bgtask.ErrStoreCorrupt)
 		assert.Nil(t, s)
 		assert.GreaterOrEqual(t, waited, 900*time.Millisecond)
