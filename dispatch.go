@@ -29,11 +29,12 @@ func (h *Host) lock() { h.mu.Lock() }
 // unlock releases the host's lock, then does what was left for after it (see unlockFor).
 func (h *Host) unlock() { h.unlockFor(nil) }
 
-// unlockFor releases the host's lock, then launches the instances started under it and
-// raises the Completed events of the instances retired and the fires dropped under it: all
-// of that would hold the lock too long, or calls user code. If instances ended meanwhile
-// (see retire) and the lock is free, it takes it again to retire them. It reports whether
-// the caller is to deliver own's events itself.
+// unlockFor releases the host's lock, then logs the events sent under it, launches the
+// instances started under it, and tells the waiters of the instances retired and the fires
+// dropped under it and queues their events for their handlers: all of that would hold the
+// lock too long, or calls user code. (Their EventCompleted was sent under the lock.) If
+// instances ended meanwhile (see retire) and the lock is free, it takes it again to retire
+// them. It reports whether the caller is to deliver own's events itself.
 func (h *Host) unlockFor(own *instance) (deliverOwn bool) {
 	for {
 		launch, retired, events := h.toLaunch, h.retired, h.events
@@ -195,9 +196,10 @@ func (h *Host) launch(i *instance) {
 	go i.run()
 }
 
-// Retirement: an instance that ended frees its registration and its MaxConcurrent slot,
-// which starts what waited for them, and then raises its Completed event, so that a
-// handler that fires the registration again finds it free.
+// Retirement: an instance that ended sends its EventCompleted, then frees its registration
+// and its MaxConcurrent slot, which starts what waited for them (so the stream reports
+// them in that order), and then tells its waiters and handlers, so that a handler that
+// fires the registration again finds it free.
 //
 // An ending instance does not wait for the host's lock: it joins Host.ending and retires
 // the list only if the lock is free; otherwise the holder of the lock retires it when it
@@ -305,13 +307,13 @@ func (h *Host) setLastLocked(r *Registration, res *CompletedEventArgs) {
 // it from now on), and sends its EventCompleted, if anyone wants it. The event is sent
 // here, under the host's lock, when the instance is retired or its fire dropped: before
 // the events of what that lets start (the next instance's Launched), and after the
-// instance's own (Canceled, Terminated, Revoked), which were sent before it ended.
+// instance's own (Canceled, Revoked, Terminated), which were sent before it ended.
 func (h *Host) countEventsLocked(i *instance) {
 	r := i.reg
 	if i.events = r.progress.watched() || r.completed.watched(); i.events {
 		h.lib.begin(&i.job)
 	}
-	if h.stream.wants(EventCompleted) || i.result.Load().Started.IsZero() && h.stream.wants(eventDropped) {
+	if h.stream.mask.Load()&completedBits(i.result.Load()) != 0 {
 		h.sendCompletedLocked(i)
 	}
 }
@@ -368,8 +370,9 @@ func (h *Host) unregisterLocked(r *Registration, reason CancellationReason) {
 	h.quietLocked(r)
 }
 
-// dropLocked drops r's held fire, if any: unlock raises its Completed event, as canceled
-// with reason, with a new InstanceID and no Started time, as it does a retired instance's.
+// dropLocked drops r's held fire, if any: it sends its Completed event, as canceled with
+// reason, with a new InstanceID and no Started time, and leaves its waiters and handlers
+// to unlock, as retireLocked does for a retired instance.
 func (h *Host) dropLocked(r *Registration, reason CancellationReason) {
 	if !r.held {
 		return

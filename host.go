@@ -25,7 +25,7 @@ import (
 //  2. instance.mu: an instance's first error, timers, Canceled handlers and deferral sites.
 //  3. saver.mu: the store writes waiting (store.go); it takes tracker.mu to count its timer.
 //  4. The leaves, which take no other lock: endingList.mu, ApplicationTrigger.mu,
-//     tracker.mu, subscribers.mu, eventQueue.mu, Switch.mu.
+//     tracker.mu, subscribers.mu, eventQueue.mu, sink.mu, Switch.mu.
 //
 // No lock is held while the store is written (Store.Apply), nor around user code.
 //

@@ -330,17 +330,30 @@ func (i *instance) cancelAnd(reason CancellationReason, also *Event) bool {
 	i.stop(ce)
 	i.timers = append(i.timers, time.AfterFunc(i.reg.host.policy.grace(), i.terminate))
 	hs := i.onCancel.load()
+	h := i.reg.host
 	var e *Event
-	if h := i.reg.host; h.stream.wants(EventCanceled) {
+	if h.stream.wants(EventCanceled) {
 		e = h.sendCanceled(i, reason) // under the lock: before the instance can end
 	}
 	if also != nil {
-		i.reg.host.send(also)
+		h.send(also)
+	}
+	// What is left to do after the unlock, the log and the handlers' goroutine, is counted
+	// before the instance can end, so that Shutdown, which waits for the instance, waits
+	// for it too: this may run on a goroutine the library does not count (a timer's).
+	logs := e != nil && h.stream.logs(e) || also != nil && h.stream.logs(also)
+	held := logs || len(hs) > 0
+	if held {
+		h.lib.hold()
 	}
 	i.mu.Unlock()
+	if !held {
+		return true
+	}
+	defer h.lib.release()
 	for _, e := range [...]*Event{e, also} {
-		if e != nil && i.reg.host.stream.logs(e) {
-			i.reg.host.logEvent(e)
+		if e != nil && h.stream.logs(e) {
+			h.logEvent(e)
 		}
 	}
 	if len(hs) > 0 {
@@ -395,7 +408,7 @@ func (i *instance) terminate() {
 		if te.Canceled != nil {
 			res.Canceled, res.Reason = true, te.Canceled.Reason
 		}
-		h.emitInstance(EventTerminated, i, res)
+		h.emitTerminated(i, res)
 	}
 	if i.end(te, true) {
 		i.retireHere()
@@ -467,7 +480,9 @@ const (
 	InstanceDraining
 	// InstanceCanceling: canceled, within its grace period.
 	InstanceCanceling
-	// InstanceTerminated: terminated, and some of its goroutines still run.
+	// InstanceTerminated: terminated. Instances lists such an instance while some of its
+	// goroutines still run; ShutdownError lists those terminated during Shutdown whether
+	// or not they do (its text says which still run).
 	InstanceTerminated
 )
 

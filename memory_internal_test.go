@@ -121,20 +121,6 @@ func TestRuntimeMemoryReading(t *testing.T) {
 	assert.Positive(t, limit)
 }
 
-// slowLog is a log whose record of an instance's cancellation takes until release is
-// closed: a log that writes to a slow disk, made deterministic.
-type slowLog struct{ release chan struct{} }
-
-func (l slowLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l slowLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l slowLog) WithGroup(string) slog.Handler            { return l }
-func (l slowLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "bgtask: instance canceled" {
-		<-l.release
-	}
-	return nil
-}
-
 // A revocation's EventRevoked comes right after its EventCanceled, before the instance's
 // EventCompleted, however long the log takes with the cancellation.
 func TestRevokedComesBeforeCompleted(t *testing.T) {

@@ -24,8 +24,8 @@ func WithPolicy(p Policy) Option {
 }
 
 // WithLogger sets the host's log, which reads the host's event stream (see
-// [Host.Subscribe]): the lifecycle (registered, held, launched, canceled, completed,
-// suspended, resumed) at Debug; problems at Warn (terminated instances, dropped fires,
+// [Host.Subscribe]): the lifecycle (registered, updated, unregistered, held, launched,
+// canceled, completed, suspended, resumed) at Debug; problems at Warn (terminated instances, dropped fires,
 // memory pressure, Go calls after the end, other things the host could not do) or Error
 // (panics, in Run as in handlers, and store errors). Records carry the task name ("task")
 // and the instance id ("instance") where there is one. Which levels the handler enables is

@@ -48,7 +48,11 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		err = h.lib.wait(ctx, self)
 	}
 	if err == nil && !self {
-		h.stream.closed.Store(true) // every event is delivered: subscribers get no more
+		// Every event is delivered: subscribers get no more. Events sent meanwhile (an
+		// Unregister racing with this) may have started deliveries: wait for them too;
+		// any that starts from now on delivers nothing.
+		h.stream.closed.Store(true)
+		err = h.lib.wait(ctx, self)
 	}
 	if storeErr != nil {
 		storeErr = fmt.Errorf("bgtask: shutdown: writing the store: %w", storeErr)

@@ -2,6 +2,7 @@ package bgtask
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -143,7 +144,9 @@ const maxQueued = 1 << 16
 // block, which delays only its own events. They queue meanwhile, up to 65,536; beyond that
 // they are dropped, and the last event queued before them says how many in Missed. A
 // panic in f is recovered and logged. stop drops the events not yet delivered and does
-// not wait for a call under way; Shutdown waits for the events queued before it returns.
+// not wait for a call under way; Shutdown waits for the events queued before it returns,
+// and once it has returned nil, nothing more is delivered (a Shutdown cut short by its ctx
+// leaves the stream open: the instances it abandoned still report).
 // With no subscriber, and a log that records only problems, an event costs one atomic load
 // where it happens.
 func (h *Host) Subscribe(f func(Event), kinds ...EventKind) (stop func()) {
@@ -231,14 +234,29 @@ func (h *Host) emit(e *Event) {
 // an eventDropped.
 func (e *Event) bits() uint32 {
 	switch {
-	case e.Kind == EventCompleted && e.Result.Started.IsZero():
-		return 1<<EventCompleted | 1<<eventDropped
+	case e.Kind == EventCompleted:
+		return completedBits(&e.Result)
 	case e.Kind == EventSuspended && e.ByMemory:
 		return 1<<EventSuspended | 1<<eventPressure
 	case e.Kind == EventResumed && e.ByMemory:
 		return 1<<EventResumed | 1<<eventPressureOver
 	}
 	return 1 << e.Kind
+}
+
+// completedBits are the bits of the EventCompleted of a fire that ended with res.
+func completedBits(res *CompletedEventArgs) uint32 {
+	if dropped(res) {
+		return 1<<EventCompleted | 1<<eventDropped
+	}
+	return 1 << EventCompleted
+}
+
+// dropped reports whether res is the result of a fire dropped before it started, not of an
+// instance launched and terminated before its goroutine called Run (whose Started is zero
+// too).
+func dropped(res *CompletedEventArgs) bool {
+	return res.Started.IsZero() && !errors.Is(res.Err, ErrTerminated)
 }
 
 func (s *stream) logs(e *Event) bool { return s.logMask&e.bits() != 0 }
@@ -263,20 +281,13 @@ func (h *Host) send(e *Event) {
 	}
 }
 
-// emitInstance emits an event of instance i: res is its result, or for EventCanceled
-// holds the reason. It keeps the Event out of the frames of the hot paths that call it,
-// whose goroutines may go on to call the program's handlers (see raise).
+// emitTerminated emits the EventTerminated of instance i, whose result is res. It keeps
+// the Event out of the frame of terminate, whose goroutine may go on to call the
+// program's handlers (see retireHere).
 //
 //go:noinline
-func (h *Host) emitInstance(k EventKind, i *instance, res *CompletedEventArgs) {
-	e := Event{Kind: k, Task: i.reg, InstanceID: i.id}
-	if res != nil {
-		e.Reason = res.Reason
-		if k != EventCanceled {
-			e.Result = *res
-		}
-	}
-	h.emit(&e)
+func (h *Host) emitTerminated(i *instance, res *CompletedEventArgs) {
+	h.emit(&Event{Kind: EventTerminated, Task: i.reg, InstanceID: i.id, Reason: res.Reason, Result: *res})
 }
 
 // sendCanceled sends i's EventCanceled and returns it, for the log.
@@ -286,7 +297,7 @@ func (h *Host) sendCanceled(i *instance, reason CancellationReason) *Event {
 	return e
 }
 
-// logAll logs the events sent under the lock; kept out of unlock's frame, as emitInstance
+// logAll logs the events sent under the lock; kept out of unlock's frame, as emitTerminated
 // is.
 //
 //go:noinline
@@ -301,11 +312,18 @@ func (h *Host) logAll(events []Event) {
 func (h *Host) emitLocked(e Event) {
 	h.send(&e)
 	if h.stream.logs(&e) {
-		if h.events == nil {
-			h.lib.hold()
-		}
-		h.events = append(h.events, e)
+		*h.logSlotLocked() = e
 	}
+}
+
+// logSlotLocked returns a new slot at the end of the events that unlock logs, and holds
+// for their log from the first one on (see emitLocked).
+func (h *Host) logSlotLocked() *Event {
+	if h.events == nil {
+		h.lib.hold()
+	}
+	h.events = slices.Grow(h.events, 1)[:len(h.events)+1]
+	return &h.events[len(h.events)-1]
 }
 
 // sendCompletedLocked sends i's EventCompleted, and leaves it to unlock to log. The event
@@ -316,10 +334,7 @@ func (h *Host) emitLocked(e Event) {
 // was sent after the unlock, out of order with the next instance's Launched).
 func (h *Host) sendCompletedLocked(i *instance) {
 	res := i.result.Load()
-	bits := uint32(1 << EventCompleted)
-	if res.Started.IsZero() {
-		bits |= 1 << eventDropped
-	}
+	bits := completedBits(res)
 	now := time.Now()
 	if !h.stream.closed.Load() {
 		for _, s := range h.stream.load() {
@@ -329,11 +344,7 @@ func (h *Host) sendCompletedLocked(i *instance) {
 		}
 	}
 	if h.stream.logMask&bits != 0 {
-		if h.events == nil {
-			h.lib.hold()
-		}
-		h.events = slices.Grow(h.events, 1)[:len(h.events)+1]
-		h.events[len(h.events)-1].setCompleted(i, res, now)
+		h.logSlotLocked().setCompleted(i, res, now)
 	}
 }
 
@@ -421,8 +432,8 @@ func (s *sink) drain(j *job) {
 			return
 		}
 		for k = 0; k < len(batch); k++ {
-			if s.stopped.Load() {
-				break
+			if s.stopped.Load() || s.host.stream.closed.Load() {
+				break // stopped, or Shutdown has returned (see Host.Shutdown)
 			}
 			e := &batch[k]
 			if err := callUser(j, &inSubscriber, func() { s.f(*e) }); err != nil {
@@ -523,7 +534,7 @@ func (h *Host) logEvent(e *Event) {
 		attrs = append(attrs, slog.String("reason", e.Reason.String()))
 	case EventCompleted:
 		msg = "instance completed"
-		if e.Result.Started.IsZero() {
+		if dropped(&e.Result) {
 			level, msg = slog.LevelWarn, "fire dropped"
 		}
 		attrs = append(attrs, slog.Bool("canceled", e.Result.Canceled))

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/bgtask-go/bgtask"
 )
@@ -547,4 +549,88 @@ func TestNoEventsAfterShutdown(t *testing.T) {
 	reg.Unregister(false)
 	assert.Equal(t, []bgtask.EventKind{bgtask.EventRegistered}, rec.kinds(uuid.Nil))
 	assert.Empty(t, none.kinds(uuid.Nil))
+}
+
+// An Unregister racing with the end of Shutdown may send its event after Shutdown has
+// waited for the deliveries: it is not delivered once Shutdown has returned.
+func TestNoEventsAfterShutdownUnderRaces(t *testing.T) {
+	var late atomic.Int64
+	for range 2000 {
+		h := newHost(t, bgtask.WithLogger(nil))
+		var returned atomic.Bool
+		h.Subscribe(func(bgtask.Event) {
+			if returned.Load() {
+				late.Add(1)
+			}
+		})
+		var regs []*bgtask.Registration
+		for range 4 {
+			regs = append(regs, mustRegister(t, h, bgtask.Builder{Name: "x", Trigger: bgtask.NewApplicationTrigger(), Task: nopTask}))
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, r := range regs {
+				r.Unregister(false)
+			}
+		}()
+		require.NoError(t, h.Shutdown(t.Context()))
+		returned.Store(true)
+		<-done
+	}
+	require.NoError(t, goleak.Find(), "the deliveries started late have all returned")
+	assert.Zero(t, late.Load(), "events delivered after Shutdown returned")
+}
+
+// An instance canceled and terminated before its goroutine called Run completes with a
+// zero Started, as documented, but it was launched: the log records it as completed, not
+// as a dropped fire.
+func TestTerminatedBeforeRunIsNotLoggedAsDropped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		launched := make(chan struct{})
+		release := make(chan struct{})
+		log := &gateHandler{at: "bgtask: instance launched", entered: launched, release: release}
+		h := newHost(t, bgtask.WithLogger(slog.New(log)), bgtask.WithPolicy(bgtask.Policy{GracePeriod: time.Second}))
+		trig := bgtask.NewApplicationTrigger()
+		mustRegister(t, h, bgtask.Builder{Name: "x", Trigger: trig, Task: nopTask})
+		go func() { _, _ = trig.Request(context.Background(), nil) }() // held in the log, before the launch
+		<-launched
+		require.Len(t, h.Instances(), 1)
+		require.True(t, h.CancelInstance(h.Instances()[0].InstanceID, bgtask.Abort))
+		time.Sleep(time.Second) // the grace period: terminated before its goroutine started
+		close(release)
+		require.ErrorIs(t, h.Shutdown(t.Context()), bgtask.ErrTerminated)
+		assert.NotContains(t, log.text(), "fire dropped")
+		assert.Contains(t, log.text(), "bgtask: instance completed")
+	})
+}
+
+// gateHandler is a log that holds the record whose message is at until release is
+// closed, signaling entered when it starts holding it, and keeps every message.
+type gateHandler struct {
+	at      string
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	msgs    []string
+}
+
+func (g *gateHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (g *gateHandler) WithAttrs([]slog.Attr) slog.Handler       { return g }
+func (g *gateHandler) WithGroup(string) slog.Handler            { return g }
+func (g *gateHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == g.at {
+		close(g.entered)
+		<-g.release
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.msgs = append(g.msgs, r.Message)
+	return nil
+}
+
+func (g *gateHandler) text() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return strings.Join(g.msgs, "\n")
 }

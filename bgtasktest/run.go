@@ -19,9 +19,9 @@ type Result struct {
 	// CompletedEventArgs are those of the instance's Completed event. Its Progress field,
 	// the last progress value, is reached as Result.CompletedEventArgs.Progress.
 	bgtask.CompletedEventArgs
-	// Progress holds every value the task passed to SetProgress until the instance ended
-	// (from Run, and from its Go funcs and deferrals' goroutines after Run returned), in
-	// order, none coalesced.
+	// Progress holds every value the task passed to SetProgress before this Run returned,
+	// in order, none coalesced: from the task's Run, and from its Go funcs and other
+	// goroutines, also after the task's Run returned.
 	Progress []uint32
 	// Terminated says whether the instance was terminated: canceled, and not finished
 	// within its grace period. Err then wraps [bgtask.ErrTerminated] and is a
