@@ -166,8 +166,20 @@ func (in *inserter) insertMany(ctx context.Context, xs []*insertion) ([]*riverty
 
 // retryable reports whether err ends a transaction that may succeed when tried again.
 func retryable(err error) bool {
+	switch pgCode(err) {
+	case codeDeadlock, codeSerializationFailure, codeLockNotAvailable:
+		return true
+	}
+	return false
+}
+
+// pgCode returns the Postgres error code of err, or "" when err is not Postgres's.
+func pgCode(err error) string {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == codeDeadlock || pe.Code == codeSerializationFailure || pe.Code == codeLockNotAvailable)
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
 }
 
 // handOver gives the lead to the oldest queued job's goroutine, or ends the lead when

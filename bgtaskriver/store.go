@@ -186,7 +186,9 @@ func (s *Store) loadError(err error) error {
 // Apply writes put and deletes del in one transaction, and returns once it has committed:
 // all of them are durable, or none. A TaskID in both put and del is deleted; a nil record
 // is written as an empty one. Apply with nothing to put or delete returns nil without a
-// round trip. It returns ctx.Err() if ctx is done before it starts; if ctx ends while it
+// round trip. A transaction that Postgres ends because it deadlocked with another
+// replica's is tried again, up to 5 times in all: each such try waits Postgres's
+// deadlock_timeout (1 s by default) before it is ended. It returns ctx.Err() if ctx is done before it starts; if ctx ends while it
 // runs, it returns an error and the transaction may have committed or not (writing the
 // same again is harmless). It reads put and del until it returns; the caller must not
 // change them meanwhile.
@@ -219,10 +221,7 @@ const maxApplyTries = 5
 
 // isDeadlock reports whether err is Postgres ending a transaction that deadlocked. Such a
 // transaction was rolled back as a whole: it can be tried again.
-func isDeadlock(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == codeDeadlock
-}
+func isDeadlock(err error) bool { return pgCode(err) == codeDeadlock }
 
 // batch returns Apply's statements for put and del. Both go in one batch: pgx sends it in
 // one round trip, and Postgres runs a batch's statements in one implicit transaction
