@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -48,6 +49,7 @@ type Host struct {
 
 	mu        sync.Mutex
 	regs      map[uuid.UUID]*Registration
+	ensuring  map[ensureKey]chan struct{} // the Ensures under way, by what they look for
 	closed    bool
 	insts     instList  // started and not ended, or terminated with goroutines left
 	live      countdown // instances started and not ended
@@ -357,31 +359,75 @@ func (h *Host) problem(what string, err error, r *Registration, id uuid.UUID) {
 // b.Trigger's Request fires it, in place of the trigger it had: that one's Request no
 // longer fires it (with no other registration, it answers DisabledByPolicy). So two parts
 // of a program that Ensure one registration share one trigger value, or the last one's
-// wins. If it exists with other settings, Ensure updates it in
-// place: same TaskID and LastResult; a time trigger's countdown restarts only if
-// FreshnessTime changed. Several matches are an error wrapping [ErrInvalidArgument]. The
-// other errors are Register's.
+// wins. If it exists with other settings, Ensure updates it in place: same TaskID and
+// LastResult; a time trigger's countdown restarts only if FreshnessTime changed. Several
+// matches are an error wrapping [ErrInvalidArgument]. Ensures of one Name and
+// TaskEntryPoint take turns, so that concurrent ones register it once; an Unregister
+// that races with an Ensure comes before it or after it. The other errors are Register's;
+// an Ensure that fails to store an update returns the registration, unchanged, with the
+// error.
 func (h *Host) Ensure(b Builder) (*Registration, error) {
 	task, set, err := h.check(b)
 	if err != nil {
 		return nil, err
 	}
-	var matches []*Registration
-	h.lock()
-	for _, r := range h.regs {
-		if r.name == b.Name && r.entryPoint == b.TaskEntryPoint {
-			matches = append(matches, r)
+	defer h.ensuringTurn(ensureKey{b.Name, b.TaskEntryPoint})()
+	for {
+		var matches []*Registration
+		h.lock()
+		for _, r := range h.regs {
+			if r.name == b.Name && r.entryPoint == b.TaskEntryPoint {
+				matches = append(matches, r)
+			}
 		}
+		h.unlock()
+		switch len(matches) {
+		case 0:
+			return h.Register(b)
+		case 1:
+			err := h.update(matches[0], b, task, set)
+			if err == errUnregisteredMeanwhile {
+				continue // Unregister came first: register it anew
+			}
+			return matches[0], err
+		}
+		return nil, invalidf("Ensure", "%d registrations are named %q with entry point %q", len(matches), b.Name, b.TaskEntryPoint)
 	}
-	h.unlock()
-	switch len(matches) {
-	case 0:
-		return h.Register(b)
-	case 1:
-		return matches[0], h.update(matches[0], b, task, set)
-	}
-	return nil, invalidf("Ensure", "%d registrations are named %q with entry point %q", len(matches), b.Name, b.TaskEntryPoint)
 }
+
+// ensureKey is what Ensure finds a registration by.
+type ensureKey struct{ name, entryPoint string }
+
+// ensuringTurn waits until no other Ensure of key runs, and returns the func that ends
+// this one's turn.
+func (h *Host) ensuringTurn(key ensureKey) (done func()) {
+	h.lock()
+	for {
+		busy, ok := h.ensuring[key]
+		if !ok {
+			break
+		}
+		h.unlock()
+		<-busy
+		h.lock()
+	}
+	if h.ensuring == nil {
+		h.ensuring = make(map[ensureKey]chan struct{})
+	}
+	turn := make(chan struct{})
+	h.ensuring[key] = turn
+	h.unlock()
+	return func() {
+		h.lock()
+		delete(h.ensuring, key)
+		h.unlock()
+		close(turn)
+	}
+}
+
+// errUnregisteredMeanwhile says that the registration update was to change was
+// unregistered while update stored it: Ensure starts again.
+var errUnregisteredMeanwhile = errors.New("bgtask: unregistered meanwhile")
 
 // update makes r what b describes, for Ensure.
 func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set triggerSettings) error {
@@ -392,11 +438,26 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 	if same || next.kind == timeKind && r.kind == timeKind && next.sched.period == r.sched.period {
 		next.sched.next = r.sched.next // the countdown goes on
 	}
+	if !same {
+		r.updating = true // see saver.flush
+		defer h.updated(r)
+	}
 	h.unlock()
 	if err := h.store(next, b, set); err != nil {
 		return err
 	}
 	h.lock()
+	if r.unregistered && !h.closed {
+		// Unregister came while next's record was written, and may have deleted the
+		// record before: delete it again, and let Ensure register b anew.
+		h.unlock()
+		if next.persistent {
+			if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
+				return fmt.Errorf("bgtask: registration %q: deleting it again: %w", b.Name, err)
+			}
+		}
+		return errUnregisteredMeanwhile
+	}
 	if same {
 		h.rebindLocked(r, b.Trigger, task)
 		h.restoreCountdownLocked(r, next)
@@ -409,8 +470,11 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 	}
 	h.lock()
 	defer h.unlock()
-	if r.unregistered || h.closed {
+	switch {
+	case h.closed:
 		return ErrHostClosed
+	case r.unregistered: // after its record was written: this Ensure came first
+		return nil
 	}
 	// The countdown goes on from where it is now, not from where it was when Ensure read
 	// it: the registration may have fired since, and that slot must not come due again.
@@ -422,7 +486,6 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 	if !goesOn {
 		r.sched.period, r.sched.next = next.sched.period, next.sched.next
 	}
-	h.restoreCountdownLocked(r, next)
 	// A time trigger waits for its instance to be retired, but for one whose fires go to
 	// the dispatcher: an instance run here (RunInstance) does not hold its schedule.
 	if r.running == nil && !r.held || r.kind != timeKind || h.dispatched(r) {
@@ -432,6 +495,19 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 		h.emitLocked(Event{Kind: EventUpdated, Task: r})
 	}
 	return nil
+}
+
+// updated ends update's change of r: r is written again as it now is, with its new
+// settings if they were applied, its old ones if not. While update ran, background writes
+// left r out (see saver.flush): they would have written its old settings over the record
+// update wrote.
+func (h *Host) updated(r *Registration) {
+	h.lock()
+	defer h.unlock()
+	r.updating = false
+	if r.persistent && !r.unregistered {
+		h.saver.markDirty(r)
+	}
 }
 
 // sameSettingsLocked reports whether r and next have the same trigger settings, conditions,

@@ -51,6 +51,7 @@ type Registration struct {
 	quiet            bool // its trigger's and conditions' watches are stopped
 	oneShot          bool // the trigger's settings, read once by Register
 	spent            bool // a OneShot whose fire a Dispatcher took (see Host.dispatch)
+	updating         bool // Ensure is changing its settings (see Host.update)
 	kind             triggerKind
 	persistent       bool                // kept in the host\'s store
 	last             *CompletedEventArgs // the last Completed event\'s arguments

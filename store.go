@@ -213,8 +213,8 @@ func (s *saver) flush(ctx context.Context) error {
 	h := s.host
 	h.lock()
 	for r := range dirty {
-		if r.unregistered {
-			continue // Unregister deletes it
+		if r.unregistered || r.updating {
+			continue // Unregister deletes it; Ensure's update writes it (see Host.updated)
 		}
 		put[r.id] = r.encodeRecordLocked()
 	}

@@ -1054,3 +1054,103 @@ func TestStoreRegisterRefusedByAShutdownLeavesNoRecord(t *testing.T) {
 		assert.Zero(t, s.size(), "the record written for it is deleted")
 	})
 }
+
+// storeHost returns a host on s whose entry point "ep" runs nopTask.
+func storeHost(t *testing.T, s bgtask.Store) *bgtask.Host {
+	t.Helper()
+	return newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(s), bgtask.WithEntryPoint("ep", nopTask))
+}
+
+// An Ensure that changes a registration is durable when it returns, even when a write of
+// the registration's result or next time is pending (here the catch-up fire's, just after
+// a restart): that write does not put the old settings back.
+func TestStoreEnsureUpdateIsKeptWhileAWriteIsPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		h := storeHost(t, s)
+		b := bgtask.Builder{Name: "tick", TaskEntryPoint: "ep", Trigger: &bgtask.TimeTrigger{FreshnessTime: 10 * time.Minute}}
+		r := mustRegister(t, h, b)
+		shutDown(t, h)
+		time.Sleep(15 * time.Minute) // down across a slot
+		h = storeHost(t, s)          // its catch-up fires
+		synctest.Wait()
+		b.Trigger = &bgtask.TimeTrigger{FreshnessTime: time.Hour}
+		_, err := h.Ensure(b)
+		require.NoError(t, err)
+		crashed := s.clone() // what a crash right after Ensure returned would leave
+		time.Sleep(time.Minute)
+		shutDown(t, h)
+		for _, st := range []*memStore{crashed, s} {
+			h := storeHost(t, st)
+			assert.Equal(t, "TimeTrigger every 1h0m0s", lookup(t, h, r.TaskID()).TriggerString())
+			shutDown(t, h)
+		}
+	})
+}
+
+// Ensures of one name at once register it once.
+func TestStoreConcurrentEnsuresRegisterOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		h := storeHost(t, s)
+		gate := make(chan struct{})
+		s.mu.Lock()
+		s.gate = gate // each Ensure's store write waits here, with the other Ensure under way
+		s.mu.Unlock()
+		b := bgtask.Builder{Name: "job", TaskEntryPoint: "ep", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}}
+		got := make(chan *bgtask.Registration, 2)
+		for range 2 {
+			go func() {
+				r, err := h.Ensure(b)
+				assert.NoError(t, err)
+				got <- r
+			}()
+			synctest.Wait()
+		}
+		s.mu.Lock()
+		s.gate = nil
+		s.mu.Unlock()
+		close(gate)
+		assert.Same(t, <-got, <-got)
+		assert.Len(t, h.AllTasks(), 1)
+		_, err := h.Ensure(b)
+		assert.NoError(t, err, "and a later Ensure finds one")
+		shutDown(t, h)
+	})
+}
+
+// An Unregister that races with an Ensure of the same registration comes before it or
+// after it: what the host lists when both returned is what a restart finds.
+func TestStoreEnsureRacingUnregister(t *testing.T) {
+	for range 100 {
+		s := newMemStore()
+		h := storeHost(t, s)
+		b := bgtask.Builder{Name: "job", TaskEntryPoint: "ep", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}}
+		var wg sync.WaitGroup
+		for k := range 4 {
+			wg.Go(func() {
+				for n := range 20 {
+					b := b
+					b.MaxExecutionTime = time.Duration(k*20+n) * time.Second // an update each time
+					r, err := h.Ensure(b)
+					if assert.NoError(t, err) {
+						assert.NotNil(t, r)
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for range 20 {
+				for _, r := range h.AllTasks() {
+					r.Unregister(false)
+				}
+			}
+		})
+		wg.Wait()
+		live := taskIDs(h.AllTasks())
+		shutDown(t, h)
+		h = storeHost(t, s)
+		require.ElementsMatch(t, live, taskIDs(h.AllTasks()))
+		shutDown(t, h)
+	}
+}
