@@ -1,11 +1,13 @@
 package bgtask
 
 import (
-	"github.com/google/uuid"
+	"context"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Admission and dispatch: a fire comes in (fire), starts an instance at once or is held
@@ -144,9 +146,17 @@ func (h *Host) startLocked(r *Registration) {
 	delete(h.held, r)
 	if r.oneShot {
 		h.unregisterLocked(r, Abort)
-		if r.persistent {
-			h.saver.deleteLater(r.id)
-		}
+		i.deleteFirst = r.persistent
+	}
+}
+
+// deleteOneShot deletes the record of r, a OneShot registration whose instance starts, on
+// that instance's goroutine before it calls Run: a crash while the instance runs must not
+// run it again after a restart. A store that fails is logged, and the delete retried.
+func (h *Host) deleteOneShot(r *Registration) {
+	if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
+		h.emit(&Event{Kind: EventStoreError, Task: r, Err: err})
+		h.saver.deleteLater(r.id)
 	}
 }
 

@@ -115,8 +115,9 @@ type instance struct {
 	prev, next *instance                   // in Host.insts
 	listed     bool                        // in Host.insts
 
-	events    bool // its events are to be delivered; set when it is retired
-	drainHere bool // the goroutine it ended on delivers them (see raiseRetired)
+	deleteFirst bool // a persistent OneShot's: run deletes its record before Run (see Host.deleteOneShot)
+	events      bool // its events are to be delivered; set when it is retired
+	drainHere   bool // the goroutine it ended on delivers them (see raiseRetired)
 
 	// For the registration's delivery goroutine.
 	job           job // counts the delivery of its events
@@ -219,6 +220,9 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 // When that ends the instance, this goroutine retires it, and delivers its events itself
 // rather than starting another goroutine (see Host.retire).
 func (i *instance) run() {
+	if i.deleteFirst {
+		i.reg.host.deleteOneShot(i.reg)
+	}
 	if i.runTask() {
 		i.retireHere()
 	}

@@ -20,7 +20,8 @@ import (
 //
 // The form, in order: the version byte; the name and the entry point, each a uvarint length
 // and the bytes; the trigger's kind byte (0 application, 1 time, 2 system); a flags byte
-// (1 OneShot, 2 CancelOnConditionLoss, 4 a result follows); as varints the period, the
+// (1 OneShot, 2 CancelOnConditionLoss, 4 a result follows, 8 the result has an error, which
+// its text alone does not tell when it is empty); as varints the period, the
 // system trigger type, MaxExecutionTime and the next time; a uvarint count of conditions
 // and each as a varint; then, with a result, its 16-byte InstanceID, its error text as a
 // length and bytes, a byte of the sentinels it matched (1 canceled, 2 terminated, 4 unknown
@@ -55,6 +56,7 @@ type triggerRecord struct {
 type resultRecord struct {
 	InstanceID uuid.UUID
 	Err        string
+	Failed     bool     // the result has an error, whose text may be empty
 	Is         []string // the sentinels Err matched
 	Canceled   bool
 	Reason     CancellationReason
@@ -106,6 +108,7 @@ const (
 	flagOneShot = 1 << iota
 	flagCancelOnConditionLoss
 	flagResult
+	flagFailed
 )
 
 // encode returns the binary form of rec (see the top of this file).
@@ -123,6 +126,9 @@ func (rec *record) encode() []byte {
 	}
 	if rec.Last != nil {
 		flags |= flagResult
+		if rec.Last.Failed {
+			flags |= flagFailed
+		}
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, int64(rec.Trigger.Period))
@@ -247,6 +253,7 @@ func parse(b []byte) (*record, error) {
 		last := &resultRecord{}
 		copy(last.InstanceID[:], r.bytes(16, "instance id"))
 		last.Err = r.string("error")
+		last.Failed = flags&flagFailed != 0
 		is := r.byte("error kinds")
 		for k, name := range sentinelCodes {
 			if is&(1<<k) != 0 {
@@ -276,7 +283,7 @@ func resultOf(e *CompletedEventArgs) *resultRecord {
 	res := &resultRecord{InstanceID: e.InstanceID, Canceled: e.Canceled, Reason: e.Reason,
 		Progress: e.Progress, Started: unixNano(e.Started), Finished: unixNano(e.Finished)}
 	if e.Err != nil {
-		res.Err = e.Err.Error()
+		res.Err, res.Failed = e.Err.Error(), true
 		for name, sentinel := range storedSentinels {
 			if errors.Is(e.Err, sentinel) {
 				res.Is = append(res.Is, name)
@@ -373,7 +380,7 @@ func (res *resultRecord) result() *CompletedEventArgs {
 	}
 	e := &CompletedEventArgs{InstanceID: res.InstanceID, Canceled: res.Canceled, Reason: res.Reason,
 		Progress: res.Progress, Started: timeOf(res.Started), Finished: timeOf(res.Finished)}
-	if res.Err != "" || len(res.Is) > 0 {
+	if res.Failed || res.Err != "" || len(res.Is) > 0 { // records written before flagFailed have text
 		se := &storedError{text: res.Err}
 		for _, name := range res.Is {
 			se.is = append(se.is, storedSentinels[name])

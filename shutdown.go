@@ -17,7 +17,8 @@ import (
 // terminated during the shutdown, each terminated earlier whose goroutines still run, and,
 // when ctx ended first (the error then wraps ctx.Err()), each instance still running and
 // each handler or Watch of the program still running. Calling Shutdown again is safe: it
-// waits the same way and reports the same. The registrations stay listed by AllTasks.
+// waits the same way and reports what is left then (a store write that failed is tried
+// again). The registrations stay listed by AllTasks.
 //
 // Called from an event handler, a Canceled handler, a CustomTrigger's Watch or a
 // condition's stop func (of this host or another), Shutdown cannot wait for its caller, nor

@@ -28,7 +28,8 @@ type Store interface {
 	// matching ErrStoreCorrupt.
 	Load(ctx context.Context) (map[uuid.UUID][]byte, error)
 	// Apply makes puts and deletes durable together: after a crash, all or none of them.
-	// It returns only once they are durable.
+	// It returns only once they are durable. A TaskID in both put and del is deleted (the
+	// host sends such a pair when an Unregister comes while the record is written).
 	Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.UUID) error
 }
 
@@ -48,7 +49,8 @@ var (
 // are written in batches, within half a second, and by Shutdown. A store that fails never
 // makes the host lose what it holds in memory: Register and Ensure return the error,
 // other writes are retried and logged, and Shutdown returns the last error. The host
-// never closes s. Default: no store.
+// never closes s. Default: no store. While the store fails, the time triggers' next times
+// are not written: after a restart, a slot that ran meanwhile may run again.
 //
 // A restored time trigger whose slots passed while the program was down fires its
 // catch-up as soon as NewHost has restored it, with the settings it had: it may start
@@ -195,7 +197,11 @@ func (s *saver) stop(ctx context.Context) error {
 // A failed Apply leaves the dirty records and deletes pending, to be retried; the
 // requests get the error.
 func (s *saver) flush(ctx context.Context) error {
-	s.flushing <- struct{}{}
+	select {
+	case s.flushing <- struct{}{}:
+	case <-ctx.Done(): // another write is stuck in the store (Shutdown's ctx ended)
+		return ctx.Err()
+	}
 	defer func() { <-s.flushing }()
 	s.mu.Lock()
 	reqs, dirty, deletes := s.reqs, s.dirty, s.deletes
