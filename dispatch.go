@@ -150,14 +150,18 @@ func (h *Host) startLocked(r *Registration) {
 	}
 }
 
-// deleteOneShot deletes the record of r, a OneShot registration whose instance starts, on
-// that instance's goroutine before it calls Run: a crash while the instance runs must not
-// run it again after a restart. A store that fails is logged, and the delete retried.
-func (h *Host) deleteOneShot(r *Registration) {
+// deleteOneShot deletes the record of i's registration, a OneShot whose instance i starts,
+// on i's goroutine before it calls Run, so that a crash while i runs does not run it again
+// after a restart; then it starts i's timers, which do not count the write. A store that
+// fails is logged, the delete retried, and Run called all the same.
+func (h *Host) deleteOneShot(i *instance) {
+	r := i.reg
 	if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
 		h.emit(&Event{Kind: EventStoreError, Task: r, Err: err})
 		h.saver.deleteLater(r.id)
 	}
+	h.touch(i)
+	h.startTimers(i)
 }
 
 // newInstanceLocked creates an instance of r, as running; unlock launches it.
@@ -197,13 +201,21 @@ func (h *Host) startSlotsLocked() {
 	}
 }
 
-// launch starts the instance's timers and goroutine.
+// launch starts the instance's timers and goroutine; a persistent OneShot's timers start
+// once its record is deleted (see deleteOneShot).
 func (h *Host) launch(i *instance) {
+	if !i.deleteFirst {
+		h.startTimers(i)
+	}
+	go i.run()
+}
+
+// startTimers starts the instance's time limit and its idle check.
+func (h *Host) startTimers(i *instance) {
 	if i.limit > 0 {
 		i.addTimer(i.limit, func() { i.cancel(ExecutionTimeExceeded) })
 	}
 	h.startIdleTimer(i)
-	go i.run()
 }
 
 // Retirement: an instance that ended sends its EventCompleted, then frees its registration

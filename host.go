@@ -53,6 +53,7 @@ type Host struct {
 	closed    bool
 	insts     instList  // started and not ended, or terminated with goroutines left
 	live      countdown // instances started and not ended
+	updates   countdown // Ensure's updates under way: Shutdown waits for them before its last write
 	seq       uint64    // hold order
 	ids       idPool
 	held      map[*Registration]uint64 // registrations with a held fire, and when it was held
@@ -439,7 +440,12 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 		next.sched.next = r.sched.next // the countdown goes on
 	}
 	if !same {
+		if h.closed {
+			h.unlock()
+			return ErrHostClosed
+		}
 		r.updating = true // see saver.flush
+		h.updates.add(1)
 		defer h.updated(r)
 	}
 	h.unlock()
@@ -447,14 +453,18 @@ func (h *Host) update(r *Registration, b Builder, task BackgroundTask, set trigg
 		return err
 	}
 	h.lock()
-	if r.unregistered && !h.closed {
+	if r.unregistered {
 		// Unregister came while next's record was written, and may have deleted the
 		// record before: delete it again, and let Ensure register b anew.
+		closed := h.closed
 		h.unlock()
 		if next.persistent {
 			if err := h.saver.commit(context.Background(), nil, []uuid.UUID{r.id}); err != nil {
 				return fmt.Errorf("bgtask: registration %q: deleting it again: %w", b.Name, err)
 			}
+		}
+		if closed {
+			return ErrHostClosed
 		}
 		return errUnregisteredMeanwhile
 	}
@@ -505,6 +515,7 @@ func (h *Host) updated(r *Registration) {
 	h.lock()
 	defer h.unlock()
 	r.updating = false
+	h.updates.add(-1)
 	if r.persistent && !r.unregistered {
 		h.saver.markDirty(r)
 	}
@@ -519,10 +530,19 @@ func (r *Registration) sameSettingsLocked(next *Registration) bool {
 }
 
 // sameCondition reports whether a and b are the same condition: equal values of a
-// comparable type.
-func sameCondition(a, b Condition) bool {
+// comparable type. A comparable type may hold a value that is not (an interface field
+// holding a slice): == then panics, and they are taken as different.
+func sameCondition(a, b Condition) (same bool) {
 	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
-	return ta == tb && ta.Comparable() && a == b
+	if ta != tb || !ta.Comparable() {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }
 
 // restoreCountdownLocked has r written to the store again if its countdown moved after

@@ -221,7 +221,7 @@ func (i *instance) Go(f func(ctx context.Context) error) {
 // rather than starting another goroutine (see Host.retire).
 func (i *instance) run() {
 	if i.deleteFirst {
-		i.reg.host.deleteOneShot(i.reg)
+		i.reg.host.deleteOneShot(i)
 	}
 	if i.runTask() {
 		i.retireHere()

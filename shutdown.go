@@ -41,6 +41,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		i.cancel(Terminating)
 	}
 	err := h.live.waitAtMost(ctx, h.lock, h.unlock, func() int { return 0 })
+	if err == nil { // an Ensure's update under way leaves its registration to be written after it
+		err = h.updates.waitAtMost(ctx, h.lock, h.unlock, func() int { return 0 })
+	}
 	var storeErr error
 	if h.saver != nil {
 		storeErr = h.saver.stop(ctx) // the results are all in: write them

@@ -199,8 +199,12 @@ func (s *saver) stop(ctx context.Context) error {
 func (s *saver) flush(ctx context.Context) error {
 	select {
 	case s.flushing <- struct{}{}:
-	case <-ctx.Done(): // another write is stuck in the store (Shutdown's ctx ended)
-		return ctx.Err()
+	default: // another write is under way: wait for it, or for the end of ctx
+		select {
+		case s.flushing <- struct{}{}:
+		case <-ctx.Done(): // Shutdown's ctx ended while that write is stuck in the store
+			return ctx.Err()
+		}
 	}
 	defer func() { <-s.flushing }()
 	s.mu.Lock()

@@ -1197,3 +1197,132 @@ func TestStoreShutdownEndsWithItsContextWhileAWriteIsStuck(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// A result that came while an Ensure updated its registration is written by a Shutdown
+// that comes meanwhile: Shutdown waits for the update before its last write.
+func TestStoreShutdownWaitsForAnEnsureUnderWay(t *testing.T) {
+	lost := 0
+	const runs = 30
+	for range runs {
+		synctest.Test(t, func(t *testing.T) {
+			s := newMemStore()
+			failing := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { return errors.New("boom") })
+			h := newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(s), bgtask.WithEntryPoint("ep", failing))
+			trig := bgtask.NewApplicationTrigger()
+			b := bgtask.Builder{Name: "job", TaskEntryPoint: "ep", Trigger: trig}
+			r := mustRegister(t, h, b)
+			gate := make(chan struct{})
+			s.mu.Lock()
+			s.gate = gate
+			s.mu.Unlock()
+			go h.Register(bgtask.Builder{Name: "other", TaskEntryPoint: "ep", Trigger: bgtask.NewApplicationTrigger()}) // a write under way
+			synctest.Wait()
+			b2 := b
+			b2.MaxExecutionTime = time.Minute // other settings: an update
+			ensured := make(chan error, 1)
+			go func() { _, err := h.Ensure(b2); ensured <- err }()
+			synctest.Wait() // Ensure's write waits behind it; r.updating is set
+			s.mu.Lock()
+			s.gate = nil
+			s.mu.Unlock()
+			_, _, err := trig.RequestAndWait(t.Context(), nil) // r fails meanwhile: its result is pending
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() { done <- h.Shutdown(context.Background()) }()
+			synctest.Wait() // Shutdown's final flush waits for the token
+			close(gate)
+			require.NoError(t, <-done, "Shutdown reports a clean end")
+			<-ensured
+			h2 := newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(s), bgtask.WithEntryPoint("ep", failing))
+			if _, ok := lookup(t, h2, r.TaskID()).LastResult(); !ok {
+				lost++
+			}
+			shutDown(t, h2)
+		})
+	}
+	assert.Zero(t, lost, "the result completed before Shutdown was lost in %d of %d runs", lost, runs)
+}
+
+// A: Shutdown with a ctx that has already ended (e.g. a task overran it) skips the final
+// write at random, with nothing stuck: flush's select picks ctx.Done() half the time.
+
+// A Shutdown whose ctx has already ended still makes its last write when no other write
+// is under way (a store that honours ctx may refuse it).
+func TestStoreShutdownWithAnEndedContextStillWrites(t *testing.T) {
+	skipped := 0
+	const runs = 40
+	for range runs {
+		synctest.Test(t, func(t *testing.T) {
+			s := newMemStore() // ignores ctx when no gate is set
+			h := newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(s), bgtask.WithEntryPoint("ep", nopTask))
+			trig := bgtask.NewApplicationTrigger()
+			mustRegister(t, h, bgtask.Builder{Name: "n", TaskEntryPoint: "ep", Trigger: trig})
+			_, _, err := trig.RequestAndWait(t.Context(), nil)
+			require.NoError(t, err) // its result waits for the batch
+			synctest.Wait()
+			before := s.applyCount()
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = h.Shutdown(ctx)
+			if s.applyCount() == before {
+				skipped++
+			}
+			_ = h.Shutdown(context.Background())
+		})
+	}
+	assert.Zero(t, skipped, "the final write was skipped in %d of %d runs, with no write stuck", skipped, runs)
+}
+
+// C: a persistent OneShot's instance deletes its record before Run, but its
+// MaxExecutionTime (and IdleTimeout) timers already run: a store write slower than
+// MaxExecutionTime + the grace period terminates the instance before Run, and the record is
+// deleted: the OneShot never runs, here or after a restart.
+
+// A OneShot whose record takes long to delete still runs: its time limit counts from
+// when the delete is done.
+func TestStoreOneShotRunsAfterASlowDelete(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		var ran atomic.Bool
+		task := bgtask.TaskFunc(func(context.Context, bgtask.BackgroundTaskInstance) error { ran.Store(true); return nil })
+		h := newHost(t, bgtask.WithLogger(nil), bgtask.WithStore(s), bgtask.WithEntryPoint("once", task))
+		trig := &bgtask.ApplicationTrigger{OneShot: true}
+		reg := mustRegister(t, h, bgtask.Builder{Name: "once", TaskEntryPoint: "once", Trigger: trig, MaxExecutionTime: time.Second})
+		gate := make(chan struct{})
+		s.mu.Lock()
+		s.gate = gate
+		s.mu.Unlock()
+		done := completions(reg)
+		mustRequest(t, trig)
+		time.Sleep(10 * time.Second) // the delete takes 10 s
+		close(gate)
+		synctest.Wait()
+		e := <-done
+		_, kept := s.record(reg.TaskID())
+		assert.True(t, ran.Load(), "Run was never called: %v", e.Err)
+		assert.True(t, ran.Load() || kept, "and its record is gone: it never runs")
+		shutDown(t, h)
+	})
+}
+
+// D: with a Dispatcher (TaskIDs derived from the name), a OneShot system trigger's delete,
+// now on the instance's goroutine, shares a transaction with a Register of the same name
+// that came meanwhile: the new registration's record is deleted (Apply: put+del = delete).
+
+// ambiguous is a condition of a comparable type that may hold a value that is not.
+type ambiguous struct{ V any }
+
+func (ambiguous) Satisfied(*bgtask.Host) bool              { return true }
+func (ambiguous) Watch(*bgtask.Host, func()) (stop func()) { return func() {} }
+
+// Ensure compares the conditions it is given with the registration's: a condition whose
+// == panics is taken as changed, not a panic under the host's lock.
+func TestStoreEnsureWithAConditionThatCannotBeCompared(t *testing.T) {
+	h := newHost(t, bgtask.WithLogger(nil))
+	b := bgtask.Builder{Name: "c", Task: nopTask, Trigger: bgtask.NewApplicationTrigger(), Conditions: []bgtask.Condition{ambiguous{[]int{1}}}}
+	r := mustRegister(t, h, b)
+	got, err := h.Ensure(b)
+	require.NoError(t, err)
+	assert.Same(t, r, got, "updated in place")
+	shutDown(t, h)
+}
