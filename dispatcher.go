@@ -33,10 +33,10 @@ type Dispatcher interface {
 	// Dispatch must be safe for concurrent use. It may block; the host's later time fires
 	// wait until every Dispatch of the time fires before them has returned. An error
 	// makes Request return it; for a time fire it is logged (EventProblem), and the time
-	// counts as missed. A panic is
-	// recovered, logged (EventPanic) and returned as the error. Suspension is the local
-	// host's: a fire made while it is suspended is still handed over, for another
-	// process to run, and so is a time that came before Shutdown, while Shutdown runs.
+	// counts as missed. A panic is recovered, logged (EventPanic) and returned as the
+	// error. Suspension is the local host's: a fire made while it is suspended is still
+	// handed over, for another process to run, and so is a time that came before
+	// Shutdown, while Shutdown runs.
 	// A OneShot registration is unregistered when its instance starts, by RunInstance in
 	// the process that runs it, so that the process that takes the fire still knows the
 	// registration; once Dispatch answered Allowed or CurrentlyRunning to one of its

@@ -23,16 +23,16 @@ func WithPolicy(p Policy) Option {
 	}}
 }
 
-// WithLogger sets the host's log, which reads the host's event stream (see
-// [Host.Subscribe]): the lifecycle (registered, updated, unregistered, held, launched,
-// canceled, completed, suspended, resumed) at Debug; problems at Warn (terminated instances, dropped fires,
-// memory pressure, Go calls after the end, other things the host could not do) or Error
-// (panics, in Run as in handlers, and store errors). Records carry the task name ("task")
-// and the instance id ("instance") where there is one. Which levels the handler enables is
-// read once, by NewHost: a log that records only problems, as [slog.Default] does, costs
-// nothing on the hot paths. The logger is called on the goroutine where the event
-// happened, never with a lock of the library held, so its handler may block (and then
-// delays that goroutine). A nil l discards the log. Default: [slog.Default].
+// WithLogger sets the host's log, which reads the host's event stream (see [Host.Subscribe]):
+// the lifecycle (registered, updated, unregistered, held, launched, canceled, completed,
+// suspended, resumed) at Debug; problems at Warn (terminated instances, dropped fires, memory
+// pressure, Go calls after the end, other things the host could not do) or Error (panics, in
+// Run as in handlers, and store errors). Records carry the task name ("task") and the instance
+// id ("instance") where there is one. Which levels the handler enables is read once, by
+// NewHost: a log that records only problems, as [slog.Default] does, costs nothing on the hot
+// paths. The logger is called on the goroutine where the event happened, never with a lock of
+// the library held, so its handler may block (and then delays that goroutine). A nil l
+// discards the log. Default: [slog.Default].
 func WithLogger(l *slog.Logger) Option {
 	return Option{func(h *Host) error {
 		if l == nil {

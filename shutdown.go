@@ -20,11 +20,11 @@ import (
 // waits the same way and reports what is left then (a store write that failed is tried
 // again). The registrations stay listed by AllTasks.
 //
-// Called from an event handler, a Canceled handler, a CustomTrigger's Watch or a
-// condition's stop func (of this host or another), Shutdown cannot wait for its caller, nor
-// for other callbacks that call Shutdown: it waits for everything else, and its error names
-// the library goroutines still running among Stuck, its caller included. Called from a task's Run, it returns
-// once that instance has been terminated (its Run has not returned), after the grace
+// Called from an event handler, a Canceled handler, a CustomTrigger's Watch or a condition's
+// stop func (of this host or another), Shutdown cannot wait for its caller, nor for other
+// callbacks that call Shutdown: it waits for everything else, and its error names the library
+// goroutines still running among Stuck, its caller included. Called from a task's Run, it
+// returns once that instance has been terminated (its Run has not returned), after the grace
 // period.
 func (h *Host) Shutdown(ctx context.Context) error {
 	if ctx == nil {

@@ -21,8 +21,9 @@ import (
 // A Store must be safe for concurrent use. The host calls Load once, from NewHost, and
 // Apply for every change it makes durable: on the goroutine of the Register, Ensure or
 // Unregister that waits for it (one such call writes those queued with it), on a timer's
-// goroutine for the writes made in batches, and on Shutdown's. It never holds a lock of its
-// own while it calls them, and Apply may block.
+// goroutine for the writes made in batches, on Shutdown's, and on a OneShot instance's
+// own goroutine, before its Run, to delete its record. It never holds a lock of its own
+// while it calls them, and Apply may block (a OneShot's Run waits for it meanwhile).
 type Store interface {
 	// Load returns every record. A record it cannot read makes it fail with an error
 	// matching ErrStoreCorrupt.

@@ -1326,3 +1326,39 @@ func TestStoreEnsureWithAConditionThatCannotBeCompared(t *testing.T) {
 	assert.Same(t, r, got, "updated in place")
 	shutDown(t, h)
 }
+
+// An Ensure's update that found a registration which Unregister then removed writes its
+// record again; when Shutdown closes the host during that write, the update still deletes
+// the record again: the next host does not restore the registration.
+func TestUpdateAfterUnregisterDuringShutdownDeletesTheRecordAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		h := storeHost(t, s)
+		b := bgtask.Builder{Name: "job", TaskEntryPoint: "ep", Trigger: &bgtask.TimeTrigger{FreshnessTime: time.Hour}}
+		r := mustRegister(t, h, b)
+		// What Ensure does after its scan found r, with Unregister coming right after the scan.
+		r.Unregister(false)
+		require.Zero(t, s.size(), "Unregister's delete is durable")
+		b.MaxExecutionTime = time.Minute
+		gate := make(chan struct{})
+		s.mu.Lock()
+		s.gate = gate
+		s.mu.Unlock()
+		res := make(chan error, 1)
+		go func() { res <- bgtask.UpdateForTest(h, r, b) }()
+		synctest.Wait() // update's write waits in Apply
+		shut := make(chan error, 1)
+		go func() { shut <- h.Shutdown(context.Background()) }()
+		synctest.Wait() // the host is closed
+		s.mu.Lock()
+		s.gate = nil
+		s.mu.Unlock()
+		close(gate)
+		t.Logf("update: %v", <-res)
+		t.Logf("Shutdown: %v", <-shut)
+		h2 := storeHost(t, s)
+		_, back := h2.Lookup(r.TaskID())
+		assert.False(t, back, "the registration the program unregistered is restored")
+		shutDown(t, h2)
+	})
+}

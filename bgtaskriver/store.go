@@ -183,15 +183,15 @@ func (s *Store) loadError(err error) error {
 	return fmt.Errorf("bgtaskriver: loading %s: %w", s.name, err)
 }
 
-// Apply writes put and deletes del in one transaction, and returns once it has committed:
-// all of them are durable, or none. A TaskID in both put and del is deleted; a nil record
-// is written as an empty one. Apply with nothing to put or delete returns nil without a
-// round trip. A transaction that Postgres ends because it deadlocked with another
-// replica's is tried again, up to 5 times in all: each such try waits Postgres's
-// deadlock_timeout (1 s by default) before it is ended. It returns ctx.Err() if ctx is done before it starts; if ctx ends while it
-// runs, it returns an error and the transaction may have committed or not (writing the
-// same again is harmless). It reads put and del until it returns; the caller must not
-// change them meanwhile.
+// Apply writes put and deletes del in one transaction, and returns once it has committed: all
+// of them are durable, or none. A TaskID in both put and del is deleted; a nil record is
+// written as an empty one. Apply with nothing to put or delete returns nil without a round
+// trip. A transaction that Postgres ends because it deadlocked with another replica's is tried
+// again, up to 5 times in all: each such try waits Postgres's deadlock_timeout (1 s by
+// default) before it is ended. It returns ctx.Err() if ctx is done before it starts; if ctx
+// ends while it runs, it returns an error and the transaction may have committed or not
+// (writing the same again is harmless). It reads put and del until it returns; the caller must
+// not change them meanwhile.
 func (s *Store) Apply(ctx context.Context, put map[uuid.UUID][]byte, del []uuid.UUID) error {
 	if err := ctx.Err(); err != nil {
 		return err
